@@ -1,0 +1,88 @@
+//! sentinel-proxy: a Redis high-availability sidecar.
+//!
+//! Clients connect to a service's listener as if it were Redis; the data
+//! plane ([`proxy`]) forwards their RESP traffic to the master the seam
+//! ([`route`]) names. See `DESIGN.md` for the planes and the failover contract.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+pub mod config;
+pub mod proxy;
+pub mod resp;
+pub mod route;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use config::Config;
+use proxy::session::ServiceContext;
+use resp::Limits;
+use route::Route;
+
+/// The sockets a configuration needs, bound before [`run`] so that callers
+/// (tests especially) can bind port 0 and learn the address.
+pub struct Listeners {
+    /// One per `[[service]]`, in configuration order.
+    pub services: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every service's `listen` address.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let mut services = Vec::with_capacity(config.services.len());
+        for service in &config.services {
+            let listener = TcpListener::bind(service.listen).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("service \"{}\": cannot listen on {}: {e}", service.name, service.listen))
+            })?;
+            services.push(listener);
+        }
+        Ok(Listeners { services })
+    }
+}
+
+/// Serves every service until `shutdown` is cancelled, then lets sessions
+/// finish for up to the configured drain timeout.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) {
+    let tasks = TaskTracker::new();
+    let mut routes = Vec::new();
+    for (service, listener) in config.services.iter().zip(listeners.services) {
+        let (route_tx, route_rx) = route::channel(Route {
+            master: service.master,
+            config_epoch: 0,
+        });
+        routes.push(route_tx);
+        let context = Arc::new(ServiceContext {
+            name: service.name.clone(),
+            route: route_rx,
+            limits: Limits {
+                max_bulk_len: service.proto_max_bulk_len.0,
+                ..Limits::default()
+            },
+            connect_timeout: service.connect_timeout.0,
+            keepalive: service.tcp_keepalive.non_zero(),
+            idle_timeout: service.client_idle_timeout.non_zero(),
+        });
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(service = %service.name, listen = %addr, master = %service.master, "serving");
+        }
+        tokio::spawn(proxy::listener::serve(
+            listener,
+            context,
+            service.max_clients,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    tasks.close();
+    let drain = config.proxy.drain_timeout.0;
+    tracing::info!(sessions = tasks.len(), ?drain, "shutting down: draining sessions");
+    if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
+        tracing::warn!(sessions = tasks.len(), "drain timeout: closing remaining sessions");
+    }
+    drop(routes);
+}

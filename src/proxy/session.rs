@@ -1,0 +1,546 @@
+//! One client connection and its own upstream connection (1:1).
+//!
+//! A single task owns both sockets and moves bytes in both directions without
+//! ever blocking one direction on the other: reads and writes are all
+//! non-blocking and the loop waits on whichever socket can make progress.
+//! Bytes are forwarded unchanged (`split_to().freeze()`, no copy); the
+//! scanners only find frame boundaries so that [`SessionState`] knows what is
+//! in flight and which state-changing commands succeeded.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::state::SessionState;
+use super::upstream;
+use crate::resp::request::{encode_command, split_inline};
+use crate::resp::{Direction, Limits, Progress, ProtocolError, Scanner, reply};
+use crate::route::RouteReceiver;
+
+/// Bytes asked of the kernel per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Stop reading one side while this much is still waiting to go to the other.
+const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOV: usize = 64;
+/// An unfinished request may not grow past this, like Redis's `client-query-buffer-limit`.
+const QUERY_BUFFER_LIMIT: usize = 1 << 30;
+/// Least time between attempts to reach an unreachable master.
+const RECONNECT_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a closing connection keeps reading what the client still sends,
+/// so the kernel does not reset the connection before our last reply is read.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// What every session of one service shares.
+#[derive(Debug)]
+pub struct ServiceContext {
+    pub name: String,
+    pub route: RouteReceiver,
+    pub limits: Limits,
+    pub connect_timeout: Duration,
+    pub keepalive: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Why a session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    ClientClosed,
+    UpstreamClosed,
+    ProtocolError,
+    IdleTimeout,
+    Shutdown,
+}
+
+/// An I/O failure, by the side it happened on.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client: {0}")]
+    Client(io::Error),
+    #[error("upstream: {0}")]
+    Upstream(io::Error),
+    #[error("upstream sent bad RESP: {0}")]
+    UpstreamProtocol(ProtocolError),
+}
+
+/// Serves one client until it leaves, the upstream goes, or shutdown.
+pub async fn run(client: TcpStream, service: Arc<ServiceContext>, shutdown: CancellationToken) {
+    let peer = client.peer_addr().ok();
+    let mut session = Session::new(client, service);
+    let result = session.serve(shutdown).await;
+    match &result {
+        Ok(end) => tracing::debug!(?peer, ?end, service = %session.service.name, "session ended"),
+        Err(e) => tracing::debug!(?peer, error = %e, service = %session.service.name, "session failed"),
+    }
+    if matches!(result, Ok(End::ProtocolError | End::UpstreamClosed)) {
+        linger(&session.client).await;
+    }
+}
+
+/// Tells a client over the limit so, then closes, like Redis does.
+pub async fn reject(client: TcpStream, message: &'static [u8]) {
+    let mut out = OutQueue::default();
+    out.push(Bytes::from_static(message));
+    let deadline = Instant::now() + LINGER;
+    while !out.is_empty() && Instant::now() < deadline {
+        if tokio::time::timeout_at(deadline, client.writable()).await.is_err() || out.flush(&client).is_err() {
+            return;
+        }
+    }
+    linger(&client).await;
+}
+
+/// Half-closes and drains what the client still sends, for at most [`LINGER`],
+/// so our last reply is not destroyed by a reset.
+async fn linger(client: &TcpStream) {
+    if socket2::SockRef::from(client).shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut scratch = [0u8; 4096];
+    while let Ok(Ok(())) = tokio::time::timeout_at(deadline, client.readable()).await {
+        match client.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The upstream side of a session.
+enum Upstream {
+    Connected(TcpStream),
+    /// The master could not be reached; requests get this error reply.
+    Unreachable { reply: Bytes, since: Instant },
+}
+
+struct Session {
+    service: Arc<ServiceContext>,
+    client: TcpStream,
+    upstream: Upstream,
+    master: SocketAddr,
+    from_client: BytesMut,
+    /// Bytes of `from_client` already scanned (all of one unfinished request).
+    client_scanned: usize,
+    client_scan: Scanner,
+    from_upstream: BytesMut,
+    upstream_scan: Scanner,
+    to_upstream: OutQueue,
+    to_client: OutQueue,
+    state: SessionState,
+    client_eof: bool,
+    upstream_half_closed: bool,
+    upstream_gone: bool,
+    /// A protocol error reply to send once earlier requests are answered.
+    fatal: Option<Bytes>,
+    closing: bool,
+    draining: bool,
+    last_client_read: Instant,
+}
+
+impl Session {
+    fn new(client: TcpStream, service: Arc<ServiceContext>) -> Self {
+        let limits = service.limits;
+        let master = service.route.borrow().master;
+        Session {
+            client,
+            upstream: Upstream::Unreachable {
+                reply: Bytes::new(),
+                since: Instant::now(),
+            },
+            master,
+            from_client: BytesMut::new(),
+            client_scanned: 0,
+            client_scan: Scanner::new(Direction::Request, limits),
+            from_upstream: BytesMut::new(),
+            upstream_scan: Scanner::new(Direction::Reply, limits),
+            to_upstream: OutQueue::default(),
+            to_client: OutQueue::default(),
+            state: SessionState::default(),
+            client_eof: false,
+            upstream_half_closed: false,
+            upstream_gone: false,
+            fatal: None,
+            closing: false,
+            draining: false,
+            last_client_read: Instant::now(),
+            service,
+        }
+    }
+
+    async fn serve(&mut self, shutdown: CancellationToken) -> Result<End, SessionError> {
+        let _ = upstream::tune(&self.client, self.service.keepalive);
+        self.connect_upstream().await;
+        let mut stop = pin!(shutdown.cancelled_owned());
+        let idle = self.service.idle_timeout;
+        let mut idle_timer = pin!(sleep_until(Instant::now() + idle.unwrap_or(Duration::from_secs(3600))));
+        loop {
+            self.after_io()?;
+            if let Some(end) = self.finished() {
+                return Ok(end);
+            }
+            let read_client = !self.client_eof && self.fatal.is_none() && self.to_upstream.bytes < HIGH_WATER;
+            let connected = matches!(self.upstream, Upstream::Connected(_));
+            let read_upstream = connected && !self.upstream_gone && self.to_client.bytes < HIGH_WATER;
+            let write_upstream = connected && !self.to_upstream.is_empty();
+            tokio::select! {
+                r = self.client.readable(), if read_client => {
+                    r.map_err(SessionError::Client)?;
+                    self.on_client_readable().await?;
+                }
+                r = upstream_ready(&self.upstream, tokio::io::Interest::READABLE), if read_upstream => {
+                    r.map_err(SessionError::Upstream)?;
+                    self.on_upstream_readable()?;
+                }
+                r = upstream_ready(&self.upstream, tokio::io::Interest::WRITABLE), if write_upstream => {
+                    r.map_err(SessionError::Upstream)?;
+                }
+                r = self.client.writable(), if !self.to_client.is_empty() => {
+                    r.map_err(SessionError::Client)?;
+                }
+                _ = &mut stop, if !self.draining => self.draining = true,
+                _ = &mut idle_timer, if idle.is_some() => {
+                    if let Some(idle) = idle {
+                        if self.idle_expired(idle) {
+                            return Ok(End::IdleTimeout);
+                        }
+                        idle_timer.as_mut().reset(self.last_client_read.max(Instant::now() - idle) + idle);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Connects to the routed master; on failure, remembers the error reply
+    /// that requests will get until a later attempt succeeds.
+    async fn connect_upstream(&mut self) {
+        self.master = self.service.route.borrow().master;
+        let service = &self.service;
+        match upstream::connect(self.master, service.connect_timeout, service.keepalive).await {
+            Ok(stream) => self.upstream = Upstream::Connected(stream),
+            Err(e) => {
+                tracing::warn!(service = %service.name, master = %self.master, error = %e, "master unreachable");
+                let message = format!(
+                    "ERR sentinel-proxy: service '{}': master {} is unreachable: {e}",
+                    service.name, self.master
+                );
+                self.upstream = Upstream::Unreachable {
+                    reply: reply::error(&message),
+                    since: Instant::now(),
+                };
+            }
+        }
+    }
+
+    async fn on_client_readable(&mut self) -> Result<(), SessionError> {
+        match read_some(&self.client, &mut self.from_client) {
+            Ok(0) => {
+                self.client_eof = true;
+                // An unfinished request can never complete now.
+                self.from_client = BytesMut::new();
+                self.client_scanned = 0;
+                Ok(())
+            }
+            Ok(_) => {
+                if self.service.idle_timeout.is_some() {
+                    self.last_client_read = Instant::now();
+                }
+                if let Upstream::Unreachable { since, .. } = self.upstream
+                    && since.elapsed() >= RECONNECT_INTERVAL
+                {
+                    self.connect_upstream().await;
+                }
+                self.process_requests();
+                self.flush_upstream()
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(SessionError::Client(e)),
+        }
+    }
+
+    /// Finds the complete requests in `from_client`, records them, and
+    /// queues them for upstream (or answers them when there is none).
+    fn process_requests(&mut self) {
+        let mut complete = 0;
+        loop {
+            let rest = self.from_client.get(self.client_scanned..).unwrap_or(&[]);
+            match self.client_scan.scan(rest) {
+                Ok(Progress::Frame(n)) => {
+                    let end = self.client_scanned + n;
+                    let info = *self.client_scan.info();
+                    self.client_scanned = end;
+                    if info.kind == b'*' && info.len > 0 {
+                        if let Upstream::Unreachable { reply, .. } = &self.upstream {
+                            self.to_client.push(reply.clone());
+                            self.from_client.advance(end);
+                            self.client_scanned = 0;
+                            continue;
+                        }
+                        let frame = self.from_client.get(complete..end).unwrap_or(&[]);
+                        self.state.on_request(frame, &info);
+                        complete = end;
+                        continue;
+                    }
+                    // Inline commands are rewritten as RESP; empty ones dropped.
+                    self.forward_requests(complete);
+                    let frame = self.from_client.split_to(end - complete);
+                    self.client_scanned = 0;
+                    complete = 0;
+                    if info.kind == b'i' {
+                        self.inline_request(&frame);
+                    }
+                }
+                Ok(Progress::NeedMore(n)) => {
+                    self.client_scanned += n;
+                    if self.from_client.len() - complete > QUERY_BUFFER_LIMIT {
+                        self.forward_requests(complete);
+                        self.fail(&"too big request");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    self.forward_requests(complete);
+                    self.fail(&e);
+                    return;
+                }
+            }
+        }
+        self.forward_requests(complete);
+        if self.from_client.is_empty() && self.from_client.capacity() > 0 {
+            // Idle connections keep no buffer (see the idle-memory benchmark).
+            self.from_client = BytesMut::new();
+        }
+    }
+
+    /// Moves the first `complete` bytes of `from_client` (whole requests) to upstream.
+    fn forward_requests(&mut self, complete: usize) {
+        if complete > 0 {
+            self.to_upstream.push(self.from_client.split_to(complete).freeze());
+            self.client_scanned -= complete;
+        }
+    }
+
+    fn inline_request(&mut self, frame: &[u8]) {
+        let line = frame.strip_suffix(b"\n").unwrap_or(frame);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match split_inline(line) {
+            Ok(args) if args.is_empty() => {}
+            Ok(args) => {
+                let encoded = encode_command(&args);
+                let mut scan = Scanner::new(Direction::Request, self.service.limits);
+                if let Ok(Progress::Frame(_)) = scan.scan(&encoded) {
+                    match &self.upstream {
+                        Upstream::Unreachable { reply, .. } => self.to_client.push(reply.clone()),
+                        Upstream::Connected(_) => {
+                            self.state.on_request(&encoded, scan.info());
+                            self.to_upstream.push(encoded.freeze());
+                        }
+                    }
+                }
+            }
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// A malformed request: stop reading, answer what came before, then
+    /// send the protocol error and close this connection only.
+    fn fail(&mut self, what: &dyn std::fmt::Display) {
+        tracing::info!(service = %self.service.name, error = %what, "client protocol error");
+        self.fatal = Some(reply::protocol_error(&what));
+        self.from_client = BytesMut::new();
+        self.client_scanned = 0;
+    }
+
+    fn on_upstream_readable(&mut self) -> Result<(), SessionError> {
+        let Upstream::Connected(stream) = &self.upstream else {
+            return Ok(());
+        };
+        match read_some(stream, &mut self.from_upstream) {
+            Ok(0) => {
+                self.upstream_gone = true;
+                Ok(())
+            }
+            Ok(_) => {
+                self.process_replies()?;
+                self.flush_client()
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => {
+                tracing::debug!(service = %self.service.name, error = %e, "upstream read failed");
+                self.upstream_gone = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts the replies in `from_upstream` and queues every scanned byte
+    /// (payloads stream through even before their frame is complete).
+    fn process_replies(&mut self) -> Result<(), SessionError> {
+        let mut done = 0;
+        loop {
+            let rest = self.from_upstream.get(done..).unwrap_or(&[]);
+            match self.upstream_scan.scan(rest) {
+                Ok(Progress::Frame(n)) => {
+                    done += n;
+                    self.state.on_reply(self.upstream_scan.info());
+                }
+                Ok(Progress::NeedMore(n)) => {
+                    done += n;
+                    break;
+                }
+                Err(e) => return Err(SessionError::UpstreamProtocol(e)),
+            }
+        }
+        if done > 0 {
+            self.to_client.push(self.from_upstream.split_to(done).freeze());
+        }
+        if self.from_upstream.is_empty() && self.from_upstream.capacity() > 0 {
+            self.from_upstream = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    fn flush_upstream(&mut self) -> Result<(), SessionError> {
+        if let Upstream::Connected(stream) = &self.upstream {
+            self.to_upstream.flush(stream).map_err(SessionError::Upstream)?;
+        }
+        Ok(())
+    }
+
+    fn flush_client(&mut self) -> Result<(), SessionError> {
+        self.to_client.flush(&self.client).map_err(SessionError::Client)
+    }
+
+    /// Pushes queued bytes out and moves the session between phases.
+    fn after_io(&mut self) -> Result<(), SessionError> {
+        self.flush_upstream()?;
+        if self.state.in_flight() == 0
+            && self.to_upstream.is_empty()
+            && let Some(error) = self.fatal.take()
+        {
+            self.to_client.push(error);
+            self.closing = true;
+        }
+        if self.client_eof && self.to_upstream.is_empty() && !self.upstream_half_closed {
+            // Let Redis answer what was sent, then close, as it does itself.
+            if let Upstream::Connected(stream) = &self.upstream {
+                let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+            }
+            self.upstream_half_closed = true;
+        }
+        self.flush_client()
+    }
+
+    fn finished(&self) -> Option<End> {
+        if !self.to_client.is_empty() {
+            return None;
+        }
+        let connected = matches!(self.upstream, Upstream::Connected(_));
+        if self.closing {
+            Some(End::ProtocolError)
+        } else if self.client_eof && (!connected || self.upstream_gone) {
+            Some(End::ClientClosed)
+        } else if self.upstream_gone {
+            Some(End::UpstreamClosed)
+        } else if self.draining && self.is_quiet() {
+            Some(End::Shutdown)
+        } else {
+            None
+        }
+    }
+
+    /// Nothing in flight, nothing half-read, no transaction open: closing
+    /// now loses nothing the client is waiting for.
+    fn is_quiet(&self) -> bool {
+        self.state.in_flight() == 0
+            && self.to_upstream.is_empty()
+            && self.client_scan.is_idle()
+            && self.from_client.is_empty()
+            && !self.state.in_multi
+    }
+
+    /// Like Redis's `timeout`: subscribers and blocked clients are exempt.
+    fn idle_expired(&self, idle: Duration) -> bool {
+        self.last_client_read.elapsed() >= idle
+            && !self.state.subscribed()
+            && !self.state.blocking_in_flight()
+            && !self.state.monitor
+    }
+}
+
+async fn upstream_ready(upstream: &Upstream, interest: tokio::io::Interest) -> io::Result<()> {
+    match upstream {
+        Upstream::Connected(stream) => stream.ready(interest).await.map(|_| ()),
+        Upstream::Unreachable { .. } => std::future::pending().await,
+    }
+}
+
+/// One non-blocking read into `buf`, growing it first if needed.
+fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK.max(buf.len() / 2));
+    }
+    stream.try_read_buf(buf)
+}
+
+/// Bytes waiting to be written to one socket, in order.
+#[derive(Default)]
+struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl OutQueue {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.bytes += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Writes as much as the socket takes now, in as few syscalls as possible.
+    fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
+        while !self.chunks.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(&self.chunks) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            match stream.try_write_vectored(slices.get(..count).unwrap_or(&[])) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.consume(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, mut written: usize) {
+        self.bytes -= written;
+        while written > 0 {
+            let Some(front) = self.chunks.front_mut() else { return };
+            if front.len() <= written {
+                written -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+}
