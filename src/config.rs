@@ -332,7 +332,10 @@ impl Config {
             if let Some(first) = names.insert(&s.name, i) {
                 return Err(invalid(Some(i), "name", format!("duplicate service name \"{}\" (also service #{})", s.name, first + 1)));
             }
-            if let Some(other) = listens.insert(s.listen, format!("service \"{}\"", s.name)) {
+            // Port 0 asks the kernel for a fresh port, so it never collides.
+            if s.listen.port() != 0
+                && let Some(other) = listens.insert(s.listen, format!("service \"{}\"", s.name))
+            {
                 return Err(invalid(Some(i), "listen", format!("address {} is already used by {other}", s.listen)));
             }
             if s.quorum == 0 {
