@@ -1,0 +1,210 @@
+//! Unit tests of session state tracking, driven by real RESP bytes through
+//! the scanners exactly as the session drives them.
+
+use super::*;
+use crate::resp::request::encode_command;
+use crate::resp::{Direction, Limits, Progress, Scanner};
+
+/// Feeds one request (given as arguments) to the state.
+fn request(state: &mut SessionState, args: &[&str]) {
+    let frame = encode_command(args);
+    let mut scanner = Scanner::new(Direction::Request, Limits::default());
+    assert_eq!(scanner.scan(&frame), Ok(Progress::Frame(frame.len())));
+    state.on_request(&frame, scanner.info());
+}
+
+/// Feeds reply bytes (one or more frames) and returns each frame's role.
+fn replies(state: &mut SessionState, bytes: &[u8]) -> Vec<ReplyRole> {
+    let mut scanner = Scanner::new(Direction::Reply, Limits::default());
+    let mut roles = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        match scanner.scan(&bytes[at..]).expect("valid reply") {
+            Progress::Frame(n) => {
+                at += n;
+                roles.push(state.on_reply(scanner.info()));
+            }
+            Progress::NeedMore(_) => panic!("incomplete reply in test input"),
+        }
+    }
+    roles
+}
+
+#[test]
+fn select_commits_only_on_success() {
+    let mut s = SessionState::default();
+    request(&mut s, &["SELECT", "5"]);
+    assert_eq!(s.in_flight(), 1);
+    assert_eq!(s.db, 0, "not committed before the reply");
+    replies(&mut s, b"+OK\r\n");
+    assert_eq!((s.db, s.in_flight()), (5, 0));
+    request(&mut s, &["select", "99"]);
+    replies(&mut s, b"-ERR DB index is out of range\r\n");
+    assert_eq!(s.db, 5, "a failed SELECT changes nothing");
+}
+
+#[test]
+fn auth_hello_and_setname_are_remembered() {
+    let mut s = SessionState::default();
+    request(&mut s, &["AUTH", "secret"]);
+    request(&mut s, &["CLIENT", "SETNAME", "worker-1"]);
+    replies(&mut s, b"+OK\r\n+OK\r\n");
+    assert_eq!(s.auth, Some(Credentials { user: None, pass: Bytes::from_static(b"secret") }));
+    assert_eq!(s.name.as_deref(), Some(&b"worker-1"[..]));
+
+    request(&mut s, &["HELLO", "3", "AUTH", "alice", "pw", "SETNAME", "w2"]);
+    replies(&mut s, b"%1\r\n+server\r\n+redis\r\n");
+    assert_eq!(s.protocol, 3);
+    assert_eq!(s.auth.as_ref().and_then(|a| a.user.as_deref()), Some(&b"alice"[..]));
+    assert_eq!(s.name.as_deref(), Some(&b"w2"[..]));
+
+    request(&mut s, &["CLIENT", "SETNAME", ""]);
+    replies(&mut s, b"+OK\r\n");
+    assert_eq!(s.name, None, "an empty name clears it");
+}
+
+#[test]
+fn pipelined_requests_are_counted_in_flight() {
+    let mut s = SessionState::default();
+    for _ in 0..3 {
+        request(&mut s, &["GET", "k"]);
+    }
+    assert_eq!(s.in_flight(), 3);
+    assert_eq!(replies(&mut s, b"$-1\r\n$1\r\nv\r\n"), vec![ReplyRole::Answer; 2]);
+    assert_eq!(s.in_flight(), 1);
+}
+
+#[test]
+fn multi_exec_applies_queued_effects_only_when_the_transaction_runs() {
+    let mut s = SessionState::default();
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SELECT", "3"]);
+    request(&mut s, &["SET", "k", "v"]);
+    replies(&mut s, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n");
+    assert!(s.in_multi);
+    assert_eq!(s.db, 0, "queued SELECT waits for EXEC");
+    request(&mut s, &["EXEC"]);
+    replies(&mut s, b"*2\r\n+OK\r\n+OK\r\n");
+    assert!(!s.in_multi);
+    assert_eq!(s.db, 3);
+
+    request(&mut s, &["WATCH", "k"]);
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SELECT", "7"]);
+    replies(&mut s, b"+OK\r\n+OK\r\n+QUEUED\r\n");
+    assert!(s.watching && s.in_multi);
+    request(&mut s, &["EXEC"]);
+    replies(&mut s, b"*-1\r\n");
+    assert_eq!(s.db, 3, "an aborted EXEC applies nothing");
+    assert!(!s.watching && !s.in_multi);
+
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["DISCARD"]);
+    replies(&mut s, b"+OK\r\n+OK\r\n");
+    assert!(!s.in_multi);
+}
+
+#[test]
+fn blocking_commands_are_flagged_until_answered() {
+    let mut s = SessionState::default();
+    request(&mut s, &["BLPOP", "q", "0"]);
+    assert!(s.blocking_in_flight());
+    replies(&mut s, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+    assert!(!s.blocking_in_flight());
+    request(&mut s, &["XREAD", "COUNT", "1", "STREAMS", "s", "0"]);
+    assert!(!s.blocking_in_flight(), "XREAD without BLOCK does not block");
+    request(&mut s, &["XREAD", "BLOCK", "100", "STREAMS", "s", "$"]);
+    assert!(s.blocking_in_flight());
+}
+
+#[test]
+fn subscriptions_in_resp2_separate_messages_from_replies() {
+    let mut s = SessionState::default();
+    request(&mut s, &["SUBSCRIBE", "a", "b"]);
+    assert_eq!(s.in_flight(), 1);
+    let roles = replies(
+        &mut s,
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n",
+    );
+    assert_eq!(roles, vec![ReplyRole::Answer; 2]);
+    assert_eq!(s.in_flight(), 0);
+    assert!(s.subscribed() && s.channels.contains(&b"a"[..]));
+    let roles = replies(&mut s, b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n");
+    assert_eq!(roles, vec![ReplyRole::OutOfBand]);
+    request(&mut s, &["PSUBSCRIBE", "n*"]);
+    replies(&mut s, b"*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:3\r\n");
+    assert!(s.patterns.contains(&b"n*"[..]));
+
+    request(&mut s, &["UNSUBSCRIBE"]);
+    assert_eq!(s.in_flight(), 1);
+    replies(
+        &mut s,
+        b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:2\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:1\r\n",
+    );
+    assert_eq!(s.in_flight(), 0, "one confirmation per channel");
+    assert!(s.channels.is_empty() && !s.patterns.is_empty());
+}
+
+#[test]
+fn resp3_pushes_are_out_of_band_except_confirmations() {
+    let mut s = SessionState::default();
+    request(&mut s, &["HELLO", "3"]);
+    replies(&mut s, b"%0\r\n");
+    request(&mut s, &["SSUBSCRIBE", "shard"]);
+    assert_eq!(replies(&mut s, b">3\r\n$10\r\nssubscribe\r\n$5\r\nshard\r\n:1\r\n"), vec![ReplyRole::Answer]);
+    assert!(s.shard_channels.contains(&b"shard"[..]));
+    request(&mut s, &["GET", "k"]);
+    // An invalidation push arrives before the GET reply: it must not answer it.
+    let roles = replies(&mut s, b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n$1\r\nv\r\n");
+    assert_eq!(roles, vec![ReplyRole::OutOfBand, ReplyRole::Answer]);
+    assert_eq!(s.in_flight(), 0);
+}
+
+#[test]
+fn monitor_turns_everything_after_into_pushes() {
+    let mut s = SessionState::default();
+    request(&mut s, &["MONITOR"]);
+    replies(&mut s, b"+OK\r\n");
+    assert!(s.monitor);
+    assert_eq!(replies(&mut s, b"+1700000000.1 [0 127.0.0.1:1] \"GET\" \"k\"\r\n"), vec![ReplyRole::OutOfBand]);
+    assert_eq!(s.in_flight(), 0);
+}
+
+#[test]
+fn client_reply_off_and_skip_expect_no_replies() {
+    let mut s = SessionState::default();
+    request(&mut s, &["CLIENT", "REPLY", "OFF"]);
+    request(&mut s, &["SET", "a", "1"]);
+    assert_eq!(s.in_flight(), 0);
+    request(&mut s, &["CLIENT", "REPLY", "ON"]);
+    assert_eq!(s.in_flight(), 1);
+    replies(&mut s, b"+OK\r\n");
+    request(&mut s, &["CLIENT", "REPLY", "SKIP"]);
+    request(&mut s, &["SET", "b", "1"]);
+    request(&mut s, &["GET", "b"]);
+    assert_eq!(s.in_flight(), 1, "only the GET after the skipped SET is answered");
+}
+
+#[test]
+fn reset_returns_to_a_fresh_connection() {
+    let mut s = SessionState::default();
+    request(&mut s, &["SELECT", "2"]);
+    request(&mut s, &["CLIENT", "SETNAME", "n"]);
+    request(&mut s, &["SUBSCRIBE", "c"]);
+    replies(&mut s, b"+OK\r\n+OK\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n");
+    request(&mut s, &["RESET"]);
+    replies(&mut s, b"+RESET\r\n");
+    assert_eq!((s.db, s.name.clone(), s.subscribed(), s.in_flight()), (0, None, false, 0));
+}
+
+#[test]
+fn client_tracking_arguments_are_kept_for_replay() {
+    let mut s = SessionState::default();
+    request(&mut s, &["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "user:"]);
+    replies(&mut s, b"+OK\r\n");
+    let args = s.tracking.clone().expect("tracking on");
+    assert_eq!(args.len(), 4);
+    request(&mut s, &["CLIENT", "TRACKING", "off"]);
+    replies(&mut s, b"+OK\r\n");
+    assert_eq!(s.tracking, None);
+}

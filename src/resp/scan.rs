@@ -494,3 +494,7 @@ impl fmt::Display for Direction {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "scan_tests.rs"]
+mod tests;
