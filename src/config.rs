@@ -169,7 +169,11 @@ impl std::str::FromStr for Dur {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid duration \"{s}\": expected a number and a unit (ms, s, m, h), like \"500ms\" or \"5s\"");
+        let bad = || {
+            format!(
+                "invalid duration \"{s}\": expected a number and a unit (ms, s, m, h), like \"500ms\" or \"5s\""
+            )
+        };
         let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let (digits, unit) = s.split_at(split);
         let n: u64 = digits.parse().map_err(|_| bad())?;
@@ -200,9 +204,15 @@ impl std::str::FromStr for ByteSize {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid size \"{s}\": expected bytes or a number with a unit (kb, mb, gb), like \"512mb\"");
+        let bad = || {
+            format!(
+                "invalid size \"{s}\": expected bytes or a number with a unit (kb, mb, gb), like \"512mb\""
+            )
+        };
         let lower = s.to_ascii_lowercase();
-        let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+        let split = lower
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(lower.len());
         let (digits, unit) = lower.split_at(split);
         let n: usize = digits.parse().map_err(|_| bad())?;
         let mult: usize = match unit {
@@ -312,7 +322,11 @@ impl Config {
             }
         };
         if self.services.is_empty() {
-            return Err(invalid(None, "service", "at least one [[service]] is required".into()));
+            return Err(invalid(
+                None,
+                "service",
+                "at least one [[service]] is required".into(),
+            ));
         }
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut listens: HashMap<SocketAddr, String> = HashMap::new();
@@ -327,33 +341,76 @@ impl Config {
         }
         for (i, s) in self.services.iter().enumerate() {
             if s.name.is_empty() || s.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(invalid(Some(i), "name", format!("invalid service name {:?}: it must be non-empty, without spaces", s.name)));
+                return Err(invalid(
+                    Some(i),
+                    "name",
+                    format!(
+                        "invalid service name {:?}: it must be non-empty, without spaces",
+                        s.name
+                    ),
+                ));
             }
             if let Some(first) = names.insert(&s.name, i) {
-                return Err(invalid(Some(i), "name", format!("duplicate service name \"{}\" (also service #{})", s.name, first + 1)));
+                return Err(invalid(
+                    Some(i),
+                    "name",
+                    format!(
+                        "duplicate service name \"{}\" (also service #{})",
+                        s.name,
+                        first + 1
+                    ),
+                ));
             }
             // Port 0 asks the kernel for a fresh port, so it never collides.
             if s.listen.port() != 0
                 && let Some(other) = listens.insert(s.listen, format!("service \"{}\"", s.name))
             {
-                return Err(invalid(Some(i), "listen", format!("address {} is already used by {other}", s.listen)));
+                return Err(invalid(
+                    Some(i),
+                    "listen",
+                    format!("address {} is already used by {other}", s.listen),
+                ));
             }
             if s.quorum == 0 {
-                return Err(invalid(Some(i), "quorum", "quorum must be at least 1".into()));
+                return Err(invalid(
+                    Some(i),
+                    "quorum",
+                    "quorum must be at least 1".into(),
+                ));
             }
             if s.parallel_syncs == 0 {
-                return Err(invalid(Some(i), "parallel_syncs", "parallel_syncs must be at least 1".into()));
+                return Err(invalid(
+                    Some(i),
+                    "parallel_syncs",
+                    "parallel_syncs must be at least 1".into(),
+                ));
             }
             if s.max_clients == 0 {
-                return Err(invalid(Some(i), "max_clients", "max_clients must be at least 1".into()));
+                return Err(invalid(
+                    Some(i),
+                    "max_clients",
+                    "max_clients must be at least 1".into(),
+                ));
             }
-            for (key, d) in [("down_after", s.down_after), ("failover_timeout", s.failover_timeout), ("connect_timeout", s.connect_timeout)] {
+            for (key, d) in [
+                ("down_after", s.down_after),
+                ("failover_timeout", s.failover_timeout),
+                ("connect_timeout", s.connect_timeout),
+            ] {
                 if d.0.is_zero() {
-                    return Err(invalid(Some(i), key, format!("{key} must be greater than zero")));
+                    return Err(invalid(
+                        Some(i),
+                        key,
+                        format!("{key} must be greater than zero"),
+                    ));
                 }
             }
             if s.auth_pass.is_none() && s.auth_user.is_some() {
-                return Err(invalid(Some(i), "auth_user", "auth_user needs auth_pass".into()));
+                return Err(invalid(
+                    Some(i),
+                    "auth_user",
+                    "auth_user needs auth_pass".into(),
+                ));
             }
         }
         Ok(())

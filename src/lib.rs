@@ -5,7 +5,15 @@
 //! ([`route`]) names. See `DESIGN.md` for the planes and the failover contract.
 
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod config;
 pub mod proxy;
@@ -36,7 +44,13 @@ impl Listeners {
         let mut services = Vec::with_capacity(config.services.len());
         for service in &config.services {
             let listener = TcpListener::bind(service.listen).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("service \"{}\": cannot listen on {}: {e}", service.name, service.listen))
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "service \"{}\": cannot listen on {}: {e}",
+                        service.name, service.listen
+                    ),
+                )
             })?;
             services.push(listener);
         }
@@ -80,9 +94,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     shutdown.cancelled().await;
     tasks.close();
     let drain = config.proxy.drain_timeout.0;
-    tracing::info!(sessions = tasks.len(), ?drain, "shutting down: draining sessions");
+    tracing::info!(
+        sessions = tasks.len(),
+        ?drain,
+        "shutting down: draining sessions"
+    );
     if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
-        tracing::warn!(sessions = tasks.len(), "drain timeout: closing remaining sessions");
+        tracing::warn!(
+            sessions = tasks.len(),
+            "drain timeout: closing remaining sessions"
+        );
     }
     drop(routes);
 }

@@ -13,7 +13,11 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "sentinel-proxy", version, about = "A Redis high-availability sidecar that does Redis Sentinel's job")]
+#[command(
+    name = "sentinel-proxy",
+    version,
+    about = "A Redis high-availability sidecar that does Redis Sentinel's job"
+)]
 struct Cli {
     /// Path of the configuration file.
     #[arg(long, short, env = "SENTINEL_PROXY_CONFIG", global = true)]
@@ -41,7 +45,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let Some(path) = cli.config else {
-        eprintln!("sentinel-proxy: no configuration: pass --config PATH or set SENTINEL_PROXY_CONFIG");
+        eprintln!(
+            "sentinel-proxy: no configuration: pass --config PATH or set SENTINEL_PROXY_CONFIG"
+        );
         return ExitCode::from(EXIT_CONFIG);
     };
     let config = match Config::load(&path) {
@@ -52,10 +58,17 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Some(Command::Check)) {
-        println!("{}: ok ({} service(s))", path.display(), config.services.len());
+        println!(
+            "{}: ok ({} service(s))",
+            path.display(),
+            config.services.len()
+        );
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("sentinel-proxy: cannot start the runtime: {e}");
@@ -82,7 +95,10 @@ async fn serve(config: Config) -> ExitCode {
 /// SIGTERM or SIGINT starts a graceful shutdown.
 async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -95,7 +111,9 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -73,7 +73,12 @@ impl Command {
 pub fn is_subscription_reply(head: &[u8]) -> bool {
     matches!(
         head,
-        b"subscribe" | b"unsubscribe" | b"psubscribe" | b"punsubscribe" | b"ssubscribe" | b"sunsubscribe"
+        b"subscribe"
+            | b"unsubscribe"
+            | b"psubscribe"
+            | b"punsubscribe"
+            | b"ssubscribe"
+            | b"sunsubscribe"
     )
 }
 
@@ -89,9 +94,15 @@ mod tests {
     #[test]
     fn names_are_case_insensitive() {
         assert_eq!(Command::from_name(b"SeLeCt"), Command::Select);
-        assert_eq!(Command::from_name(b"PSUBSCRIBE"), Command::Subscribe(SubKind::Pattern));
+        assert_eq!(
+            Command::from_name(b"PSUBSCRIBE"),
+            Command::Subscribe(SubKind::Pattern)
+        );
         assert_eq!(Command::from_name(b"blpop"), Command::Blocking);
         assert_eq!(Command::from_name(b"get"), Command::Other);
-        assert_eq!(Command::from_name(b"averyveryverylongcommandname"), Command::Other);
+        assert_eq!(
+            Command::from_name(b"averyveryverylongcommandname"),
+            Command::Other
+        );
     }
 }

@@ -78,7 +78,9 @@ pub async fn run(client: TcpStream, service: Arc<ServiceContext>, shutdown: Canc
     let result = session.serve(shutdown).await;
     match &result {
         Ok(end) => tracing::debug!(?peer, ?end, service = %session.service.name, "session ended"),
-        Err(e) => tracing::debug!(?peer, error = %e, service = %session.service.name, "session failed"),
+        Err(e) => {
+            tracing::debug!(?peer, error = %e, service = %session.service.name, "session failed")
+        }
     }
     if matches!(result, Ok(End::ProtocolError | End::UpstreamClosed)) {
         linger(&session.client).await;
@@ -91,7 +93,11 @@ pub async fn reject(client: TcpStream, message: &'static [u8]) {
     out.push(Bytes::from_static(message));
     let deadline = Instant::now() + LINGER;
     while !out.is_empty() && Instant::now() < deadline {
-        if tokio::time::timeout_at(deadline, client.writable()).await.is_err() || out.flush(&client).is_err() {
+        if tokio::time::timeout_at(deadline, client.writable())
+            .await
+            .is_err()
+            || out.flush(&client).is_err()
+        {
             return;
         }
     }
@@ -101,7 +107,10 @@ pub async fn reject(client: TcpStream, message: &'static [u8]) {
 /// Half-closes and drains what the client still sends, for at most [`LINGER`],
 /// so our last reply is not destroyed by a reset.
 async fn linger(client: &TcpStream) {
-    if socket2::SockRef::from(client).shutdown(std::net::Shutdown::Write).is_err() {
+    if socket2::SockRef::from(client)
+        .shutdown(std::net::Shutdown::Write)
+        .is_err()
+    {
         return;
     }
     let deadline = Instant::now() + LINGER;
@@ -120,7 +129,10 @@ async fn linger(client: &TcpStream) {
 enum Upstream {
     Connected(TcpStream),
     /// The master could not be reached; requests get this error reply.
-    Unreachable { reply: Bytes, since: Instant },
+    Unreachable {
+        reply: Bytes,
+        since: Instant,
+    },
 }
 
 struct Session {
@@ -182,15 +194,19 @@ impl Session {
         self.connect_upstream().await;
         let mut stop = pin!(shutdown.cancelled_owned());
         let idle = self.service.idle_timeout;
-        let mut idle_timer = pin!(sleep_until(Instant::now() + idle.unwrap_or(Duration::from_secs(3600))));
+        let mut idle_timer = pin!(sleep_until(
+            Instant::now() + idle.unwrap_or(Duration::from_secs(3600))
+        ));
         loop {
             self.after_io()?;
             if let Some(end) = self.finished() {
                 return Ok(end);
             }
-            let read_client = !self.client_eof && self.fatal.is_none() && self.to_upstream.bytes < HIGH_WATER;
+            let read_client =
+                !self.client_eof && self.fatal.is_none() && self.to_upstream.bytes < HIGH_WATER;
             let connected = matches!(self.upstream, Upstream::Connected(_));
-            let read_upstream = connected && !self.upstream_gone && self.to_client.bytes < HIGH_WATER;
+            let read_upstream =
+                connected && !self.upstream_gone && self.to_client.bytes < HIGH_WATER;
             let write_upstream = connected && !self.to_upstream.is_empty();
             tokio::select! {
                 r = self.client.readable(), if read_client => {
@@ -324,7 +340,8 @@ impl Session {
     /// Moves the first `complete` bytes of `from_client` (whole requests) to upstream.
     fn forward_requests(&mut self, complete: usize) {
         if complete > 0 {
-            self.to_upstream.push(self.from_client.split_to(complete).freeze());
+            self.to_upstream
+                .push(self.from_client.split_to(complete).freeze());
             self.client_scanned -= complete;
         }
     }
@@ -401,7 +418,8 @@ impl Session {
             }
         }
         if done > 0 {
-            self.to_client.push(self.from_upstream.split_to(done).freeze());
+            self.to_client
+                .push(self.from_upstream.split_to(done).freeze());
         }
         if self.from_upstream.is_empty() && self.from_upstream.capacity() > 0 {
             self.from_upstream = BytesMut::new();
@@ -411,13 +429,17 @@ impl Session {
 
     fn flush_upstream(&mut self) -> Result<(), SessionError> {
         if let Upstream::Connected(stream) = &self.upstream {
-            self.to_upstream.flush(stream).map_err(SessionError::Upstream)?;
+            self.to_upstream
+                .flush(stream)
+                .map_err(SessionError::Upstream)?;
         }
         Ok(())
     }
 
     fn flush_client(&mut self) -> Result<(), SessionError> {
-        self.to_client.flush(&self.client).map_err(SessionError::Client)
+        self.to_client
+            .flush(&self.client)
+            .map_err(SessionError::Client)
     }
 
     /// Pushes queued bytes out and moves the session between phases.
@@ -533,7 +555,9 @@ impl OutQueue {
     fn consume(&mut self, mut written: usize) {
         self.bytes -= written;
         while written > 0 {
-            let Some(front) = self.chunks.front_mut() else { return };
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
             if front.len() <= written {
                 written -= front.len();
                 self.chunks.pop_front();

@@ -181,7 +181,11 @@ impl SessionState {
             replies = usize::from(mode == ReplyMode::On);
             self.reply_mode = mode;
         }
-        let queued = self.tx_open && !matches!(effect, Effect::Exec | Effect::Discard | Effect::Multi | Effect::Reset);
+        let queued = self.tx_open
+            && !matches!(
+                effect,
+                Effect::Exec | Effect::Discard | Effect::Multi | Effect::Reset
+            );
         match effect {
             Effect::Multi => self.tx_open = true,
             Effect::Exec | Effect::Discard | Effect::Reset => self.tx_open = false,
@@ -211,7 +215,10 @@ impl SessionState {
             Command::Auth => {
                 let (first, second) = (args.next(), args.next());
                 match (first, second) {
-                    (Some(pass), None) => Effect::Auth(Credentials { user: None, pass: Bytes::copy_from_slice(pass) }),
+                    (Some(pass), None) => Effect::Auth(Credentials {
+                        user: None,
+                        pass: Bytes::copy_from_slice(pass),
+                    }),
                     (Some(user), Some(pass)) => Effect::Auth(Credentials {
                         user: Some(Bytes::copy_from_slice(user)),
                         pass: Bytes::copy_from_slice(pass),
@@ -220,7 +227,10 @@ impl SessionState {
                 }
             }
             Command::Hello => {
-                let protocol = args.next().and_then(parse_i64).and_then(|p| u8::try_from(p).ok());
+                let protocol = args
+                    .next()
+                    .and_then(parse_i64)
+                    .and_then(|p| u8::try_from(p).ok());
                 let (mut auth, mut name) = (None, None);
                 while let Some(option) = args.next() {
                     if option.eq_ignore_ascii_case(b"auth") {
@@ -235,7 +245,11 @@ impl SessionState {
                         name = arg(args.next());
                     }
                 }
-                Effect::Hello { protocol, auth, name }
+                Effect::Hello {
+                    protocol,
+                    auth,
+                    name,
+                }
             }
             Command::Client => {
                 let sub = args.next().unwrap_or_default();
@@ -256,15 +270,21 @@ impl SessionState {
             Command::Unwatch => Effect::Unwatch,
             Command::Reset => Effect::Reset,
             Command::Monitor => Effect::Monitor,
-            Command::Subscribe(kind) => Effect::Subscribe(kind, args.map(Bytes::copy_from_slice).collect()),
-            Command::Unsubscribe(kind) => Effect::Unsubscribe(kind, args.map(Bytes::copy_from_slice).collect()),
+            Command::Subscribe(kind) => {
+                Effect::Subscribe(kind, args.map(Bytes::copy_from_slice).collect())
+            }
+            Command::Unsubscribe(kind) => {
+                Effect::Unsubscribe(kind, args.map(Bytes::copy_from_slice).collect())
+            }
             Command::Other | Command::Blocking | Command::MaybeBlocking => Effect::None,
         };
         let replies = match &effect {
             // One confirmation per channel; "all" gets one per current
             // subscription, or a single one when there is none.
             Effect::Subscribe(_, channels) => channels.len().max(1),
-            Effect::Unsubscribe(kind, channels) if channels.is_empty() => self.subscriptions(*kind).len().max(1),
+            Effect::Unsubscribe(kind, channels) if channels.is_empty() => {
+                self.subscriptions(*kind).len().max(1)
+            }
             Effect::Unsubscribe(_, channels) => channels.len(),
             _ => 1,
         };
@@ -323,7 +343,11 @@ impl SessionState {
             Effect::None => {}
             Effect::Select(db) => self.db = db,
             Effect::Auth(credentials) => self.auth = Some(credentials),
-            Effect::Hello { protocol, auth, name } => {
+            Effect::Hello {
+                protocol,
+                auth,
+                name,
+            } => {
                 if let Some(protocol) = protocol {
                     self.protocol = protocol;
                 }
@@ -390,10 +414,14 @@ fn client_reply_mode(command: Command, frame: &[u8]) -> Option<ReplyMode> {
         return None;
     }
     let mode = args.next()?;
-    [(&b"on"[..], ReplyMode::On), (b"off", ReplyMode::Off), (b"skip", ReplyMode::SkipNext)]
-        .into_iter()
-        .find(|(name, _)| mode.eq_ignore_ascii_case(name))
-        .map(|(_, mode)| mode)
+    [
+        (&b"on"[..], ReplyMode::On),
+        (b"off", ReplyMode::Off),
+        (b"skip", ReplyMode::SkipNext),
+    ]
+    .into_iter()
+    .find(|(name, _)| mode.eq_ignore_ascii_case(name))
+    .map(|(_, mode)| mode)
 }
 
 fn parse_i64(s: &[u8]) -> Option<i64> {

@@ -49,13 +49,25 @@ fn auth_hello_and_setname_are_remembered() {
     request(&mut s, &["AUTH", "secret"]);
     request(&mut s, &["CLIENT", "SETNAME", "worker-1"]);
     replies(&mut s, b"+OK\r\n+OK\r\n");
-    assert_eq!(s.auth, Some(Credentials { user: None, pass: Bytes::from_static(b"secret") }));
+    assert_eq!(
+        s.auth,
+        Some(Credentials {
+            user: None,
+            pass: Bytes::from_static(b"secret")
+        })
+    );
     assert_eq!(s.name.as_deref(), Some(&b"worker-1"[..]));
 
-    request(&mut s, &["HELLO", "3", "AUTH", "alice", "pw", "SETNAME", "w2"]);
+    request(
+        &mut s,
+        &["HELLO", "3", "AUTH", "alice", "pw", "SETNAME", "w2"],
+    );
     replies(&mut s, b"%1\r\n+server\r\n+redis\r\n");
     assert_eq!(s.protocol, 3);
-    assert_eq!(s.auth.as_ref().and_then(|a| a.user.as_deref()), Some(&b"alice"[..]));
+    assert_eq!(
+        s.auth.as_ref().and_then(|a| a.user.as_deref()),
+        Some(&b"alice"[..])
+    );
     assert_eq!(s.name.as_deref(), Some(&b"w2"[..]));
 
     request(&mut s, &["CLIENT", "SETNAME", ""]);
@@ -70,7 +82,10 @@ fn pipelined_requests_are_counted_in_flight() {
         request(&mut s, &["GET", "k"]);
     }
     assert_eq!(s.in_flight(), 3);
-    assert_eq!(replies(&mut s, b"$-1\r\n$1\r\nv\r\n"), vec![ReplyRole::Answer; 2]);
+    assert_eq!(
+        replies(&mut s, b"$-1\r\n$1\r\nv\r\n"),
+        vec![ReplyRole::Answer; 2]
+    );
     assert_eq!(s.in_flight(), 1);
 }
 
@@ -112,7 +127,10 @@ fn blocking_commands_are_flagged_until_answered() {
     replies(&mut s, b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
     assert!(!s.blocking_in_flight());
     request(&mut s, &["XREAD", "COUNT", "1", "STREAMS", "s", "0"]);
-    assert!(!s.blocking_in_flight(), "XREAD without BLOCK does not block");
+    assert!(
+        !s.blocking_in_flight(),
+        "XREAD without BLOCK does not block"
+    );
     request(&mut s, &["XREAD", "BLOCK", "100", "STREAMS", "s", "$"]);
     assert!(s.blocking_in_flight());
 }
@@ -151,11 +169,17 @@ fn resp3_pushes_are_out_of_band_except_confirmations() {
     request(&mut s, &["HELLO", "3"]);
     replies(&mut s, b"%0\r\n");
     request(&mut s, &["SSUBSCRIBE", "shard"]);
-    assert_eq!(replies(&mut s, b">3\r\n$10\r\nssubscribe\r\n$5\r\nshard\r\n:1\r\n"), vec![ReplyRole::Answer]);
+    assert_eq!(
+        replies(&mut s, b">3\r\n$10\r\nssubscribe\r\n$5\r\nshard\r\n:1\r\n"),
+        vec![ReplyRole::Answer]
+    );
     assert!(s.shard_channels.contains(&b"shard"[..]));
     request(&mut s, &["GET", "k"]);
     // An invalidation push arrives before the GET reply: it must not answer it.
-    let roles = replies(&mut s, b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n$1\r\nv\r\n");
+    let roles = replies(
+        &mut s,
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n$1\r\nv\r\n",
+    );
     assert_eq!(roles, vec![ReplyRole::OutOfBand, ReplyRole::Answer]);
     assert_eq!(s.in_flight(), 0);
 }
@@ -166,7 +190,10 @@ fn monitor_turns_everything_after_into_pushes() {
     request(&mut s, &["MONITOR"]);
     replies(&mut s, b"+OK\r\n");
     assert!(s.monitor);
-    assert_eq!(replies(&mut s, b"+1700000000.1 [0 127.0.0.1:1] \"GET\" \"k\"\r\n"), vec![ReplyRole::OutOfBand]);
+    assert_eq!(
+        replies(&mut s, b"+1700000000.1 [0 127.0.0.1:1] \"GET\" \"k\"\r\n"),
+        vec![ReplyRole::OutOfBand]
+    );
     assert_eq!(s.in_flight(), 0);
 }
 
@@ -182,7 +209,11 @@ fn client_reply_off_and_skip_expect_no_replies() {
     request(&mut s, &["CLIENT", "REPLY", "SKIP"]);
     request(&mut s, &["SET", "b", "1"]);
     request(&mut s, &["GET", "b"]);
-    assert_eq!(s.in_flight(), 1, "only the GET after the skipped SET is answered");
+    assert_eq!(
+        s.in_flight(),
+        1,
+        "only the GET after the skipped SET is answered"
+    );
 }
 
 #[test]
@@ -191,16 +222,25 @@ fn reset_returns_to_a_fresh_connection() {
     request(&mut s, &["SELECT", "2"]);
     request(&mut s, &["CLIENT", "SETNAME", "n"]);
     request(&mut s, &["SUBSCRIBE", "c"]);
-    replies(&mut s, b"+OK\r\n+OK\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n");
+    replies(
+        &mut s,
+        b"+OK\r\n+OK\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n",
+    );
     request(&mut s, &["RESET"]);
     replies(&mut s, b"+RESET\r\n");
-    assert_eq!((s.db, s.name.clone(), s.subscribed(), s.in_flight()), (0, None, false, 0));
+    assert_eq!(
+        (s.db, s.name.clone(), s.subscribed(), s.in_flight()),
+        (0, None, false, 0)
+    );
 }
 
 #[test]
 fn client_tracking_arguments_are_kept_for_replay() {
     let mut s = SessionState::default();
-    request(&mut s, &["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "user:"]);
+    request(
+        &mut s,
+        &["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "user:"],
+    );
     replies(&mut s, b"+OK\r\n");
     let args = s.tracking.clone().expect("tracking on");
     assert_eq!(args.len(), 4);

@@ -17,7 +17,11 @@ pub enum ConnectError {
 }
 
 /// Connects to `addr` within `timeout`, with the proxy's socket options.
-pub async fn connect(addr: SocketAddr, timeout: Duration, keepalive: Option<Duration>) -> Result<TcpStream, ConnectError> {
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    keepalive: Option<Duration>,
+) -> Result<TcpStream, ConnectError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout(timeout))??;
@@ -31,7 +35,8 @@ pub fn tune(stream: &TcpStream, keepalive: Option<Duration>) -> io::Result<()> {
     stream.set_nodelay(true)?;
     if let Some(idle) = keepalive {
         let interval = (idle / 3).max(Duration::from_secs(1));
-        SockRef::from(stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle).with_interval(interval))?;
+        SockRef::from(stream)
+            .set_tcp_keepalive(&TcpKeepalive::new().with_time(idle).with_interval(interval))?;
     }
     Ok(())
 }

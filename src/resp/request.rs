@@ -52,7 +52,9 @@ fn parse_len(digits: &[u8]) -> usize {
     digits
         .iter()
         .take_while(|d| d.is_ascii_digit())
-        .fold(0usize, |n, d| n.saturating_mul(10).saturating_add(usize::from(d - b'0')))
+        .fold(0usize, |n, d| {
+            n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+        })
 }
 
 /// Splits an inline command line into arguments the way Redis's
@@ -74,7 +76,10 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                 loop {
                     match at(i) {
                         None => return Err(ProtocolError::UnbalancedQuotes),
-                        Some(b'\\') if at(i + 1) == Some(b'x') && hex_pair(at(i + 2), at(i + 3)).is_some() => {
+                        Some(b'\\')
+                            if at(i + 1) == Some(b'x')
+                                && hex_pair(at(i + 2), at(i + 3)).is_some() =>
+                        {
                             arg.extend(hex_pair(at(i + 2), at(i + 3)));
                             i += 4;
                         }
@@ -170,13 +175,22 @@ mod tests {
 
     #[test]
     fn inline_splits_like_redis() {
-        assert_eq!(split_inline(b"  set k  v ").unwrap(), vec![b"set".to_vec(), b"k".to_vec(), b"v".to_vec()]);
+        assert_eq!(
+            split_inline(b"  set k  v ").unwrap(),
+            vec![b"set".to_vec(), b"k".to_vec(), b"v".to_vec()]
+        );
         assert_eq!(
             split_inline(br#"set "a b\n\x41" 'it\'s'"#).unwrap(),
             vec![b"set".to_vec(), b"a b\nA".to_vec(), b"it's".to_vec()]
         );
-        assert_eq!(split_inline(b"set \"abc").unwrap_err(), ProtocolError::UnbalancedQuotes);
-        assert_eq!(split_inline(b"set \"a\"b").unwrap_err(), ProtocolError::UnbalancedQuotes);
+        assert_eq!(
+            split_inline(b"set \"abc").unwrap_err(),
+            ProtocolError::UnbalancedQuotes
+        );
+        assert_eq!(
+            split_inline(b"set \"a\"b").unwrap_err(),
+            ProtocolError::UnbalancedQuotes
+        );
         assert!(split_inline(b"   ").unwrap().is_empty());
     }
 

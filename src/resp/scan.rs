@@ -347,7 +347,11 @@ impl Scanner {
                 let n = parse_int(body)
                     .filter(|n| *n >= 0)
                     .ok_or(ProtocolError::BadLength(kind))? as u64;
-                let n = if kind == b'%' || kind == b'|' { n * 2 } else { n };
+                let n = if kind == b'%' || kind == b'|' {
+                    n * 2
+                } else {
+                    n
+                };
                 if self.stack.is_empty() && kind != b'|' {
                     self.info.len = n as usize;
                 }
@@ -404,7 +408,9 @@ impl Scanner {
     }
 
     fn parse_bulk_len(&self, kind: u8, body: &[u8]) -> Result<usize, ProtocolError> {
-        let n = parse_int(body).filter(|n| *n >= 0).ok_or(ProtocolError::BadLength(kind))?;
+        let n = parse_int(body)
+            .filter(|n| *n >= 0)
+            .ok_or(ProtocolError::BadLength(kind))?;
         if n as u64 > self.limits.max_bulk_len as u64 {
             return Err(ProtocolError::InvalidBulkLength);
         }

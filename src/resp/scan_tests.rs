@@ -12,7 +12,11 @@ fn request() -> Scanner {
 
 /// Feeds `input` in chunks of `step` bytes the way the session does and
 /// returns the frame end offsets.
-fn boundaries(scanner: &mut Scanner, input: &[u8], step: usize) -> Result<Vec<usize>, ProtocolError> {
+fn boundaries(
+    scanner: &mut Scanner,
+    input: &[u8],
+    step: usize,
+) -> Result<Vec<usize>, ProtocolError> {
     let mut ends = Vec::new();
     let mut resume = 0;
     let mut avail = 0;
@@ -39,7 +43,11 @@ fn finds_every_frame_in_a_pipeline_at_any_split() {
     let input: &[u8] = b"+OK\r\n$5\r\nhello\r\n*2\r\n:1\r\n$-1\r\n-ERR no\r\n*-1\r\n$0\r\n\r\n";
     let want = vec![5, 16, 29, 38, 43, 49];
     for step in 1..=input.len() {
-        assert_eq!(boundaries(&mut reply(), input, step).unwrap(), want, "step {step}");
+        assert_eq!(
+            boundaries(&mut reply(), input, step).unwrap(),
+            want,
+            "step {step}"
+        );
     }
 }
 
@@ -61,7 +69,12 @@ fn resp3_types_streams_attributes_and_pushes() {
     for case in cases {
         for step in 1..=case.len() {
             let ends = boundaries(&mut reply(), case, step).unwrap();
-            assert_eq!(ends, vec![case.len()], "{:?} step {step}", String::from_utf8_lossy(case));
+            assert_eq!(
+                ends,
+                vec![case.len()],
+                "{:?} step {step}",
+                String::from_utf8_lossy(case)
+            );
         }
     }
 }
@@ -69,21 +82,47 @@ fn resp3_types_streams_attributes_and_pushes() {
 #[test]
 fn heads_and_kinds_classify_frames() {
     let mut s = reply();
-    assert_eq!(s.scan(b"-READONLY You can't write\r\n"), Ok(Progress::Frame(27)));
+    assert_eq!(
+        s.scan(b"-READONLY You can't write\r\n"),
+        Ok(Progress::Frame(27))
+    );
     assert!(s.info().is_error());
     assert_eq!(s.info().head(), b"READONLY You can");
-    assert_eq!(s.scan(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"), Ok(Progress::Frame(31)));
-    assert_eq!((s.info().kind, s.info().head(), s.info().len), (b'>', &b"message"[..], 3));
-    assert_eq!(s.scan(b"|1\r\n+k\r\n+v\r\n+OK\r\n"), Ok(Progress::Frame(17)));
-    assert_eq!((s.info().kind, s.info().head()), (b'+', &b"OK"[..]), "attributes are not the head");
+    assert_eq!(
+        s.scan(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"),
+        Ok(Progress::Frame(31))
+    );
+    assert_eq!(
+        (s.info().kind, s.info().head(), s.info().len),
+        (b'>', &b"message"[..], 3)
+    );
+    assert_eq!(
+        s.scan(b"|1\r\n+k\r\n+v\r\n+OK\r\n"),
+        Ok(Progress::Frame(17))
+    );
+    assert_eq!(
+        (s.info().kind, s.info().head()),
+        (b'+', &b"OK"[..]),
+        "attributes are not the head"
+    );
 
     let mut r = request();
-    assert_eq!(r.scan(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"), Ok(Progress::Frame(20)));
-    assert_eq!((r.info().kind, r.info().head(), r.info().len), (b'*', &b"GET"[..], 2));
+    assert_eq!(
+        r.scan(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+        Ok(Progress::Frame(20))
+    );
+    assert_eq!(
+        (r.info().kind, r.info().head(), r.info().len),
+        (b'*', &b"GET"[..], 2)
+    );
     assert_eq!(r.scan(b"PING\r\n"), Ok(Progress::Frame(6)));
     assert_eq!((r.info().kind, r.info().head()), (b'i', &b"PING"[..]));
     assert_eq!(r.scan(b"*0\r\n"), Ok(Progress::Frame(4)));
-    assert_eq!(r.info().len, 0, "empty multibulks are reported so they can be dropped");
+    assert_eq!(
+        r.info().len,
+        0,
+        "empty multibulks are reported so they can be dropped"
+    );
 }
 
 #[test]
@@ -112,7 +151,10 @@ fn requests_follow_the_redis_grammar() {
     assert_eq!(err(b"*1\r\n*1\r\n"), ProtocolError::ExpectedBulk(b'*'));
     assert_eq!(err(b"*abc\r\n"), ProtocolError::InvalidMultibulkLength);
     assert_eq!(err(b"*1\r\n$-5\r\n"), ProtocolError::InvalidBulkLength);
-    assert_eq!(err(b"*1\r\n$536870913\r\n"), ProtocolError::InvalidBulkLength);
+    assert_eq!(
+        err(b"*1\r\n$536870913\r\n"),
+        ProtocolError::InvalidBulkLength
+    );
     assert_eq!(err(b"*1\r\n$3\r\nGETxx"), ProtocolError::MissingCrlf);
     assert_eq!(err(&[b'x'; 70_000]), ProtocolError::TooBigInline);
     let mut big_count = b"*".to_vec();
@@ -130,7 +172,10 @@ fn reply_limits_hold() {
     let mut s = Scanner::new(Direction::Reply, limits);
     assert_eq!(s.scan(b"$11\r\n"), Err(ProtocolError::InvalidBulkLength));
     let mut s = Scanner::new(Direction::Reply, limits);
-    assert_eq!(s.scan(b"*1\r\n*1\r\n*1\r\n*1\r\n"), Err(ProtocolError::TooDeep(3)));
+    assert_eq!(
+        s.scan(b"*1\r\n*1\r\n*1\r\n*1\r\n"),
+        Err(ProtocolError::TooDeep(3))
+    );
     let mut s = Scanner::new(Direction::Reply, limits);
     assert_eq!(s.scan(b"@oops\r\n"), Err(ProtocolError::BadType(b'@')));
     let mut s = Scanner::new(Direction::Reply, limits);

@@ -62,7 +62,16 @@ impl Redis {
         for _attempt in 0..5 {
             let port = free_port();
             let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .args(["--protected-mode", "no", "--loglevel", "warning"])
                 .args(extra)
                 .stdout(Stdio::null())
@@ -114,7 +123,8 @@ fn ping(addr: SocketAddr) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = [0u8; 64];
-    s.write_all(b"PING\r\n").is_ok() && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    s.write_all(b"PING\r\n").is_ok()
+        && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
 
 /// A configuration text with one service in front of `master`, plus extra
@@ -159,7 +169,8 @@ impl Proxy {
     /// A proxy in front of `master` with extra service settings.
     pub fn start_with(master: SocketAddr, service_extra: &str) -> Proxy {
         let text = config_text(master, "127.0.0.1:0", service_extra);
-        let config = Config::parse(&PathBuf::from("test.toml"), &text).expect("test config is valid");
+        let config =
+            Config::parse(&PathBuf::from("test.toml"), &text).expect("test config is valid");
         let shutdown = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = shutdown.clone();
@@ -170,7 +181,9 @@ impl Proxy {
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                let listeners = sentinel_proxy::Listeners::bind(&config).await.expect("bind");
+                let listeners = sentinel_proxy::Listeners::bind(&config)
+                    .await
+                    .expect("bind");
                 let addr = listeners.services[0].local_addr().expect("local addr");
                 tx.send(addr).expect("report address");
                 sentinel_proxy::run(config, listeners, stop).await;
@@ -224,7 +237,10 @@ impl Client {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Client { stream, buf: Vec::new() }
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -263,7 +279,9 @@ impl Client {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return std::mem::take(&mut self.buf),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return std::mem::take(&mut self.buf),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return std::mem::take(&mut self.buf);
+                }
                 Err(e) => panic!("read while waiting for close: {e}"),
             }
         }
@@ -272,7 +290,11 @@ impl Client {
     fn fill(&mut self) {
         let mut chunk = vec![0u8; 64 * 1024];
         let n = self.stream.read(&mut chunk).expect("read");
-        assert!(n > 0, "connection closed; buffered: {:?}", String::from_utf8_lossy(&self.buf));
+        assert!(
+            n > 0,
+            "connection closed; buffered: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
         self.buf.extend_from_slice(&chunk[..n]);
     }
 }
