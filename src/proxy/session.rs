@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -213,11 +214,11 @@ impl Session {
                     r.map_err(SessionError::Client)?;
                     self.on_client_readable().await?;
                 }
-                r = upstream_ready(&self.upstream, tokio::io::Interest::READABLE), if read_upstream => {
+                r = upstream_ready(&self.upstream, Interest::READABLE), if read_upstream => {
                     r.map_err(SessionError::Upstream)?;
                     self.on_upstream_readable()?;
                 }
-                r = upstream_ready(&self.upstream, tokio::io::Interest::WRITABLE), if write_upstream => {
+                r = upstream_ready(&self.upstream, Interest::WRITABLE), if write_upstream => {
                     r.map_err(SessionError::Upstream)?;
                 }
                 r = self.client.writable(), if !self.to_client.is_empty() => {
@@ -499,7 +500,7 @@ impl Session {
     }
 }
 
-async fn upstream_ready(upstream: &Upstream, interest: tokio::io::Interest) -> io::Result<()> {
+async fn upstream_ready(upstream: &Upstream, interest: Interest) -> io::Result<()> {
     match upstream {
         Upstream::Connected(stream) => stream.ready(interest).await.map(|_| ()),
         Upstream::Unreachable { .. } => std::future::pending().await,
@@ -507,11 +508,27 @@ async fn upstream_ready(upstream: &Upstream, interest: tokio::io::Interest) -> i
 }
 
 /// One non-blocking read into `buf`, growing it first if needed.
+///
+/// A read that did not fill the buffer drained the socket, so readiness is
+/// cleared right away (as tokio's own `poll_read` does): otherwise the next
+/// loop would spend a `recvfrom` per request just to learn `EAGAIN`.
 fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK.max(buf.len() / 2));
     }
-    stream.try_read_buf(buf)
+    let room = buf.capacity() - buf.len();
+    let mut read = 0;
+    let result = stream.try_io(Interest::READABLE, || {
+        read = stream.try_read_buf(buf)?;
+        if read > 0 && read < room {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(read)
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
+        other => other,
+    }
 }
 
 /// Bytes waiting to be written to one socket, in order.
