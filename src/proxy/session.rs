@@ -203,8 +203,10 @@ impl Session {
             if let Some(end) = self.finished() {
                 return Ok(end);
             }
-            let read_client =
-                !self.client_eof && self.fatal.is_none() && self.to_upstream.bytes < HIGH_WATER;
+            let read_client = !self.client_eof
+                && self.fatal.is_none()
+                && !self.closing
+                && self.to_upstream.bytes < HIGH_WATER;
             let connected = matches!(self.upstream, Upstream::Connected(_));
             let read_upstream =
                 connected && !self.upstream_gone && self.to_client.bytes < HIGH_WATER;
@@ -277,7 +279,8 @@ impl Session {
                     self.connect_upstream().await;
                 }
                 self.process_requests();
-                self.flush_upstream()
+                self.flush_upstream();
+                Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => Err(SessionError::Client(e)),
@@ -428,13 +431,17 @@ impl Session {
         Ok(())
     }
 
-    fn flush_upstream(&mut self) -> Result<(), SessionError> {
-        if let Upstream::Connected(stream) = &self.upstream {
-            self.to_upstream
-                .flush(stream)
-                .map_err(SessionError::Upstream)?;
+    /// A failed write means the upstream is gone: what it already answered
+    /// still goes to the client, then the session ends.
+    fn flush_upstream(&mut self) {
+        if let Upstream::Connected(stream) = &self.upstream
+            && !self.upstream_gone
+            && let Err(e) = self.to_upstream.flush(stream)
+        {
+            tracing::debug!(service = %self.service.name, error = %e, "upstream write failed");
+            self.upstream_gone = true;
+            self.to_upstream = OutQueue::default();
         }
-        Ok(())
     }
 
     fn flush_client(&mut self) -> Result<(), SessionError> {
@@ -445,7 +452,7 @@ impl Session {
 
     /// Pushes queued bytes out and moves the session between phases.
     fn after_io(&mut self) -> Result<(), SessionError> {
-        self.flush_upstream()?;
+        self.flush_upstream();
         if self.state.in_flight() == 0
             && self.to_upstream.is_empty()
             && let Some(error) = self.fatal.take()
