@@ -358,6 +358,8 @@ impl Running {
             }
             TcpStream::connect(listen).is_ok()
         });
+        // A full round trip: the runtime is up, signal handlers included.
+        assert_eq!(text(&Client::connect(listen).cmd(&["PING"])), "PONG");
         running
     }
 

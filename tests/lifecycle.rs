@@ -421,3 +421,41 @@ fn binary_exits_zero_after_the_drain_timeout_with_a_stuck_blocked_client() {
     assert_eq!(status.code(), Some(0), "exit status {status}");
     assert_closed(&mut blocked, "blocked client");
 }
+
+/// SIGTERM is graceful from the moment the proxy accepts connections: a
+/// supervisor that probes the port and then stops the proxy must not kill it.
+#[test]
+fn binary_sigterm_right_after_it_starts_accepting_is_graceful() {
+    let redis = Redis::start();
+    for attempt in 0..20 {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = TempConfig::new(&config_text(redis.addr, &listen.to_string(), ""));
+        let child = proxy_binary()
+            .arg("--config")
+            .arg(&config.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sentinel-proxy");
+        let mut proxy = Running(child);
+        // Probe as a supervisor would, without pausing between attempts.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while TcpStream::connect(listen).is_err() {
+            if let Ok(Some(status)) = proxy.0.try_wait() {
+                panic!("sentinel-proxy exited early: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sentinel-proxy never accepted"
+            );
+            std::thread::yield_now();
+        }
+        proxy.sigterm();
+        let status = proxy.wait_exit();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: exit status {status}"
+        );
+    }
+}
