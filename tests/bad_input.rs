@@ -307,6 +307,21 @@ fn empty_and_negative_multibulks_are_ignored_like_redis() {
     still_works(&mut s.bystander, "bystander");
 }
 
+#[test]
+fn large_valid_requests_are_not_mistaken_for_bad_ones() {
+    let mut s = setup("");
+    let big = "v".repeat(3 * 1024 * 1024);
+    assert_eq!(text(&s.bystander.cmd(&["SET", "big", &big])), "OK");
+    assert_eq!(
+        text(&s.bystander.cmd(&["STRLEN", "big"])),
+        big.len().to_string()
+    );
+    let mut args = vec!["RPUSH", "many"];
+    args.extend(std::iter::repeat_n("x", 100_000));
+    assert_eq!(text(&s.bystander.cmd(&args)), "100000");
+    still_works(&mut s.bystander, "bystander");
+}
+
 /// The expectations above are Redis's own replies: check them against a real
 /// redis-server, so the tests cannot drift from what Redis does.
 #[test]

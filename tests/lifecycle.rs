@@ -315,6 +315,49 @@ fn graceful_shutdown_closes_idle_sessions_and_lets_blocked_ones_finish() {
     wait_until("run to return", || proxy.is_stopped());
 }
 
+#[test]
+fn graceful_shutdown_lets_an_open_transaction_finish() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.addr);
+    let mut idle = proxy.client();
+    assert_eq!(text(&idle.cmd(&["PING"])), "PONG");
+    let mut tx = proxy.client();
+    assert_eq!(text(&tx.cmd(&["MULTI"])), "OK");
+    assert_eq!(text(&tx.cmd(&["SET", "tx-key", "committed"])), "QUEUED");
+
+    proxy.begin_shutdown();
+    assert_closed(&mut idle, "idle client");
+    // Closing now would silently drop the transaction: EXEC still works.
+    assert_eq!(strings(&tx.cmd(&["EXEC"])), ["OK"]);
+    assert_closed(&mut tx, "client after EXEC");
+    assert_eq!(text(&redis.client().cmd(&["GET", "tx-key"])), "committed");
+    wait_until("run to return", || proxy.is_stopped());
+}
+
+#[test]
+fn graceful_shutdown_lets_a_half_sent_request_finish() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.addr);
+    let mut idle = proxy.client();
+    assert_eq!(text(&idle.cmd(&["PING"])), "PONG");
+    let mut slow = proxy.client();
+    let request = encode(&["SET", "half-key", "done"]);
+    let (first, rest) = request.split_at(request.len() / 2);
+    // A PING and half a SET in one small write: once the PONG is back, the
+    // proxy has read the half request too.
+    let mut write = encode(&["PING"]);
+    write.extend_from_slice(first);
+    slow.send(&write);
+    assert_eq!(text(&slow.read_frame()), "PONG");
+
+    proxy.begin_shutdown();
+    assert_closed(&mut idle, "idle client");
+    slow.send(rest);
+    assert_eq!(text(&slow.read_frame()), "OK");
+    assert_closed(&mut slow, "client after its request");
+    assert_eq!(text(&redis.client().cmd(&["GET", "half-key"])), "done");
+}
+
 // ---------------------------------------------------------------- the binary
 
 /// A configuration file in the temp dir, removed on drop.
