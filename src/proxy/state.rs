@@ -96,6 +96,10 @@ pub struct SessionState {
     tx_effects: Vec<Effect>,
     /// Whether a MULTI has been sent and not yet closed (request-side view).
     tx_open: bool,
+    /// Subscriptions as requested so far (request-side view): how many
+    /// confirmations an UNSUBSCRIBE without arguments will get depends on
+    /// requests that may not be answered yet.
+    requested: [HashSet<Bytes>; 3],
     reply_mode: ReplyMode,
     blocking: usize,
 }
@@ -117,6 +121,7 @@ impl Default for SessionState {
             pending: VecDeque::new(),
             tx_effects: Vec::new(),
             tx_open: false,
+            requested: Default::default(),
             reply_mode: ReplyMode::On,
             blocking: 0,
         }
@@ -139,11 +144,21 @@ impl SessionState {
         !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
     }
 
-    fn subscriptions(&self, kind: SubKind) -> &HashSet<Bytes> {
+    fn requested_subscriptions(&self, kind: SubKind) -> &HashSet<Bytes> {
+        let [channels, patterns, shards] = &self.requested;
         match kind {
-            SubKind::Channel => &self.channels,
-            SubKind::Pattern => &self.patterns,
-            SubKind::Shard => &self.shard_channels,
+            SubKind::Channel => channels,
+            SubKind::Pattern => patterns,
+            SubKind::Shard => shards,
+        }
+    }
+
+    fn requested_subscriptions_mut(&mut self, kind: SubKind) -> &mut HashSet<Bytes> {
+        let [channels, patterns, shards] = &mut self.requested;
+        match kind {
+            SubKind::Channel => channels,
+            SubKind::Pattern => patterns,
+            SubKind::Shard => shards,
         }
     }
 
@@ -186,9 +201,25 @@ impl SessionState {
                 effect,
                 Effect::Exec | Effect::Discard | Effect::Multi | Effect::Reset
             );
-        match effect {
+        match &effect {
             Effect::Multi => self.tx_open = true,
-            Effect::Exec | Effect::Discard | Effect::Reset => self.tx_open = false,
+            Effect::Exec | Effect::Discard => self.tx_open = false,
+            Effect::Reset => {
+                self.tx_open = false;
+                self.requested = Default::default();
+            }
+            Effect::Subscribe(kind, channels) => self
+                .requested_subscriptions_mut(*kind)
+                .extend(channels.iter().cloned()),
+            Effect::Unsubscribe(kind, channels) if channels.is_empty() => {
+                self.requested_subscriptions_mut(*kind).clear()
+            }
+            Effect::Unsubscribe(kind, channels) => {
+                let set = self.requested_subscriptions_mut(*kind);
+                for channel in channels {
+                    set.remove(channel);
+                }
+            }
             _ => {}
         }
         if replies == 0 {
@@ -283,7 +314,7 @@ impl SessionState {
             // subscription, or a single one when there is none.
             Effect::Subscribe(_, channels) => channels.len().max(1),
             Effect::Unsubscribe(kind, channels) if channels.is_empty() => {
-                self.subscriptions(*kind).len().max(1)
+                self.requested_subscriptions(*kind).len().max(1)
             }
             Effect::Unsubscribe(_, channels) => channels.len(),
             _ => 1,
@@ -323,7 +354,10 @@ impl SessionState {
     }
 
     fn out_of_band(&self, info: &FrameInfo) -> bool {
-        if self.monitor {
+        if self.monitor && info.kind == b'+' && info.head().first().is_some_and(u8::is_ascii_digit)
+        {
+            // A MONITOR line ("+1700000000.123456 [0 ...] ..."); replies to
+            // the monitoring client's own commands (PING, RESET) are answers.
             return true;
         }
         let confirmation_expected = self
@@ -333,7 +367,13 @@ impl SessionState {
         match info.kind {
             // RESP3 pushes carry both messages and subscription confirmations.
             b'>' => !(confirmation_expected && is_subscription_reply(info.head())),
-            b'*' => (self.subscribed() || confirmation_expected) && is_message(info.head()),
+            // In RESP3, messages are pushes, and a subscribed client may run
+            // ordinary commands whose array replies start with anything.
+            b'*' => {
+                self.protocol == 2
+                    && (self.subscribed() || confirmation_expected)
+                    && is_message(info.head())
+            }
             _ => false,
         }
     }
@@ -380,13 +420,17 @@ impl SessionState {
             Effect::Watch => self.watching = true,
             Effect::Unwatch => self.watching = false,
             Effect::Reset => {
-                let pending = std::mem::take(&mut self.pending);
-                let blocking = self.blocking;
-                *self = SessionState {
-                    pending,
-                    blocking,
+                // The request-side views already account for RESET and for
+                // whatever was pipelined after it; keep them.
+                let fresh = SessionState {
+                    pending: std::mem::take(&mut self.pending),
+                    tx_open: self.tx_open,
+                    requested: std::mem::take(&mut self.requested),
+                    reply_mode: self.reply_mode,
+                    blocking: self.blocking,
                     ..SessionState::default()
                 };
+                *self = fresh;
             }
             Effect::Subscribe(kind, channels) => self.subscriptions_mut(kind).extend(channels),
             Effect::Unsubscribe(kind, channels) => {

@@ -248,3 +248,58 @@ fn client_tracking_arguments_are_kept_for_replay() {
     replies(&mut s, b"+OK\r\n");
     assert_eq!(s.tracking, None);
 }
+
+#[test]
+fn a_monitoring_client_still_gets_answers() {
+    let mut s = SessionState::default();
+    request(&mut s, &["MONITOR"]);
+    request(&mut s, &["PING"]);
+    replies(&mut s, b"+OK\r\n");
+    assert_eq!(
+        replies(
+            &mut s,
+            b"+1700000000.1 [0 127.0.0.1:1] \"GET\" \"k\"\r\n+PONG\r\n"
+        ),
+        vec![ReplyRole::OutOfBand, ReplyRole::Answer]
+    );
+    request(&mut s, &["RESET"]);
+    replies(&mut s, b"+RESET\r\n");
+    assert!(!s.monitor && s.in_flight() == 0);
+}
+
+#[test]
+fn unsubscribe_all_counts_requested_subscriptions() {
+    let mut s = SessionState::default();
+    // Confirmed a and b, then pipelined: UNSUBSCRIBE a, UNSUBSCRIBE, PING.
+    request(&mut s, &["SUBSCRIBE", "a", "b"]);
+    replies(
+        &mut s,
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n",
+    );
+    request(&mut s, &["UNSUBSCRIBE", "a"]);
+    request(&mut s, &["UNSUBSCRIBE"]);
+    request(&mut s, &["PING"]);
+    replies(&mut s, b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n+PONG\r\n");
+    assert_eq!(s.in_flight(), 0);
+    // Subscribed but not yet confirmed, then UNSUBSCRIBE: one confirmation.
+    request(&mut s, &["SUBSCRIBE", "c"]);
+    request(&mut s, &["UNSUBSCRIBE"]);
+    request(&mut s, &["SELECT", "9"]);
+    replies(&mut s, b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:0\r\n-ERR nope\r\n");
+    assert_eq!((s.in_flight(), s.db), (0, 0));
+}
+
+#[test]
+fn resp3_arrays_starting_with_message_are_replies() {
+    let mut s = SessionState::default();
+    request(&mut s, &["HELLO", "3"]);
+    replies(&mut s, b"%0\r\n");
+    request(&mut s, &["SUBSCRIBE", "c"]);
+    replies(&mut s, b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n");
+    request(&mut s, &["LRANGE", "l", "0", "-1"]);
+    assert_eq!(
+        replies(&mut s, b"*2\r\n$7\r\nmessage\r\n$1\r\nx\r\n"),
+        vec![ReplyRole::Answer]
+    );
+    assert_eq!(s.in_flight(), 0);
+}

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use redis_protocol::resp2::decode::decode as resp2_decode;
+use redis_protocol::resp2::types::OwnedFrame as Resp2Frame;
 use redis_protocol::resp3::decode::complete::decode;
 use redis_protocol::resp3::types::OwnedFrame;
 use sentinel_proxy::config::Config;
@@ -253,10 +255,17 @@ impl Client {
         self.read_frame()
     }
 
-    /// Reads one complete frame (RESP2 or RESP3).
+    /// Reads one complete frame (RESP2 or RESP3; RESP2 nulls become `Null`).
     pub fn read_frame(&mut self) -> OwnedFrame {
         loop {
-            if let Some((frame, used)) = decode(&self.buf).expect("valid RESP from the proxy") {
+            let decoded = match decode(&self.buf) {
+                Ok(decoded) => decoded,
+                // The RESP3 decoder rejects RESP2's `$-1` and `*-1`.
+                Err(_) => resp2_decode(&self.buf)
+                    .expect("valid RESP from the proxy")
+                    .map(|(frame, used)| (from_resp2(frame), used)),
+            };
+            if let Some((frame, used)) = decoded {
                 self.buf.drain(..used);
                 return frame;
             }
@@ -319,5 +328,31 @@ pub fn text(frame: &OwnedFrame) -> String {
         OwnedFrame::SimpleError { data, .. } => data.clone(),
         OwnedFrame::Number { data, .. } => data.to_string(),
         other => panic!("not a string frame: {other:?}"),
+    }
+}
+
+fn from_resp2(frame: Resp2Frame) -> OwnedFrame {
+    match frame {
+        Resp2Frame::SimpleString(data) => OwnedFrame::SimpleString {
+            data,
+            attributes: None,
+        },
+        Resp2Frame::Error(data) => OwnedFrame::SimpleError {
+            data,
+            attributes: None,
+        },
+        Resp2Frame::Integer(data) => OwnedFrame::Number {
+            data,
+            attributes: None,
+        },
+        Resp2Frame::BulkString(data) => OwnedFrame::BlobString {
+            data,
+            attributes: None,
+        },
+        Resp2Frame::Array(items) => OwnedFrame::Array {
+            data: items.into_iter().map(from_resp2).collect(),
+            attributes: None,
+        },
+        Resp2Frame::Null => OwnedFrame::Null,
     }
 }

@@ -1,0 +1,423 @@
+//! Connection lifecycle: admission, idle timeout, an unreachable or dying
+//! master, and graceful shutdown (in-process and of the binary on SIGTERM).
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use redis_protocol::resp3::types::OwnedFrame;
+use support::*;
+
+const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// The elements of an array reply, as text.
+fn strings(frame: &OwnedFrame) -> Vec<String> {
+    match frame {
+        OwnedFrame::Array { data, .. } | OwnedFrame::Push { data, .. } => {
+            data.iter().map(text).collect()
+        }
+        other => panic!("not an array: {other:?}"),
+    }
+}
+
+/// The message of an error reply (panics on anything else).
+fn error_text(frame: &OwnedFrame) -> String {
+    match frame {
+        OwnedFrame::SimpleError { data, .. } => data.clone(),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+fn is_pong(frame: &OwnedFrame) -> bool {
+    matches!(frame, OwnedFrame::SimpleString { data, .. } if data == b"PONG")
+}
+
+/// Waits until the client's connection is closed by the proxy, and asserts
+/// nothing more arrived before the close.
+fn assert_closed(client: &mut Client, who: &str) {
+    let rest = client.read_to_close();
+    assert!(
+        rest.is_empty(),
+        "{who}: unexpected bytes before close: {:?}",
+        rest.escape_ascii().to_string()
+    );
+}
+
+/// Waits until Redis reports `n` clients blocked in a command.
+fn wait_blocked(redis: &Redis, n: usize) {
+    let mut direct = redis.client();
+    wait_until(&format!("{n} blocked client(s) in Redis"), || {
+        let info = text(&direct.cmd(&["INFO", "clients"]));
+        info.lines()
+            .any(|l| l.trim() == format!("blocked_clients:{n}"))
+    });
+}
+
+// ---------------------------------------------------------------- admission
+
+/// Connects and sends PING: Ok(client) if served, Err(reply) if rejected.
+fn try_admit(addr: SocketAddr) -> Result<Client, String> {
+    let mut c = Client::connect(addr);
+    let reply = c.cmd(&["PING"]);
+    if is_pong(&reply) {
+        Ok(c)
+    } else {
+        Err(format!("{reply:?}"))
+    }
+}
+
+#[test]
+fn max_clients_rejects_like_redis_and_admits_again_after_one_leaves() {
+    let redis = Redis::start();
+    let proxy = Proxy::start_with(redis.addr, "max_clients = 2");
+    let c1 = try_admit(proxy.addr).expect("first client admitted");
+    let mut c2 = try_admit(proxy.addr).expect("second client admitted");
+
+    let mut third = proxy.client();
+    let got = third.read_to_close();
+    assert_eq!(
+        got,
+        MAX_CLIENTS_REPLY,
+        "got {:?}",
+        got.escape_ascii().to_string()
+    );
+    assert_eq!(
+        text(&c2.cmd(&["PING"])),
+        "PONG",
+        "an admitted client is unaffected"
+    );
+
+    drop(c1);
+    let mut admitted = None;
+    wait_until("a new client to be admitted after one left", || {
+        admitted = try_admit(proxy.addr).ok();
+        admitted.is_some()
+    });
+    let mut c3 = admitted.expect("admitted");
+    assert_eq!(text(&c3.cmd(&["SET", "k", "v"])), "OK");
+    assert_eq!(text(&c2.cmd(&["GET", "k"])), "v");
+
+    // Full again: the freed slot was reused, not added.
+    let mut fourth = proxy.client();
+    assert_eq!(fourth.read_to_close(), MAX_CLIENTS_REPLY);
+}
+
+// ---------------------------------------------------------------- idle timeout
+
+#[test]
+fn idle_timeout_closes_idle_clients_but_not_subscribers_or_blocked_ones() {
+    let redis = Redis::start();
+    let proxy = Proxy::start_with(redis.addr, "client_idle_timeout = \"1s\"");
+
+    let mut subscriber = proxy.client();
+    assert_eq!(
+        strings(&subscriber.cmd(&["SUBSCRIBE", "news"])),
+        ["subscribe", "news", "1"]
+    );
+    let mut blocked = proxy.client();
+    blocked.send(&encode(&["BLPOP", "jobs", "0"]));
+    wait_blocked(&redis, 1);
+
+    // Connected after the others, so their idle time is always the longer.
+    let mut silent = proxy.client(); // never sends a byte
+    let mut idle = proxy.client();
+    assert_eq!(text(&idle.cmd(&["PING"])), "PONG");
+    assert_closed(&mut idle, "idle client");
+    assert_closed(&mut silent, "silent client");
+    // One more idle period, so the exempt sessions have surely been checked.
+    let mut idle2 = proxy.client();
+    assert_eq!(text(&idle2.cmd(&["PING"])), "PONG");
+    assert_closed(&mut idle2, "second idle client");
+
+    let mut direct = redis.client();
+    assert_eq!(
+        text(&direct.cmd(&["PUBLISH", "news", "hello"])),
+        "1",
+        "subscriber still connected upstream"
+    );
+    assert_eq!(
+        strings(&subscriber.read_frame()),
+        ["message", "news", "hello"]
+    );
+    assert_eq!(text(&direct.cmd(&["RPUSH", "jobs", "j1"])), "1");
+    assert_eq!(strings(&blocked.read_frame()), ["jobs", "j1"]);
+
+    // Once no longer blocked or subscribed, they are ordinary idle clients.
+    assert_closed(&mut blocked, "formerly blocked client");
+    assert_eq!(
+        strings(&subscriber.cmd(&["UNSUBSCRIBE", "news"])),
+        ["unsubscribe", "news", "0"]
+    );
+    assert_closed(&mut subscriber, "former subscriber");
+}
+
+#[test]
+fn without_idle_timeout_idle_clients_stay() {
+    // The default "0s" means never: an idle client outlives a client that is
+    // closed for idling on another proxy with a 1s timeout.
+    let redis = Redis::start();
+    let lenient = Proxy::start(redis.addr);
+    let strict = Proxy::start_with(redis.addr, "client_idle_timeout = \"1s\"");
+    let mut stays = lenient.client();
+    assert_eq!(text(&stays.cmd(&["PING"])), "PONG");
+    let mut goes = strict.client();
+    assert_eq!(text(&goes.cmd(&["PING"])), "PONG");
+    assert_closed(&mut goes, "client of the strict proxy");
+    assert_eq!(text(&stays.cmd(&["PING"])), "PONG");
+}
+
+// ---------------------------------------------------------------- master unreachable
+
+/// A redis-server on a given port (the harness picks its own ports).
+struct PortRedis(Child);
+
+impl PortRedis {
+    /// None when it cannot start there (the port was taken meanwhile).
+    fn start(port: u16) -> Option<PortRedis> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--protected-mode", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let mut redis = PortRedis(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut up = false;
+        wait_until("redis-server to start or fail", || {
+            if matches!(redis.0.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            up = ping(addr);
+            up
+        });
+        up.then_some(redis)
+    }
+}
+
+/// Whether a Redis answers PING at `addr` (without panicking when not).
+fn ping(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+    let mut buf = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok()
+        && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+impl Drop for PortRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn unreachable_master_gets_an_error_reply_and_the_connection_stays_usable() {
+    support::require("redis-server");
+    let port = free_port();
+    let master = SocketAddr::from(([127, 0, 0, 1], port));
+    let proxy = Proxy::start(master);
+    let mut c = proxy.client();
+
+    let message = error_text(&c.cmd(&["PING"]));
+    assert!(message.starts_with("ERR "), "{message}");
+    assert!(message.contains("mymaster"), "names the service: {message}");
+    assert!(
+        message.contains(&master.to_string()),
+        "names the address: {message}"
+    );
+
+    // Still usable: pipelined and inline requests each get their error, in order.
+    let mut pipeline = encode(&["SET", "k", "v"]);
+    pipeline.extend(encode(&["GET", "k"]));
+    pipeline.extend_from_slice(b"PING\r\n");
+    c.send(&pipeline);
+    for _ in 0..3 {
+        assert!(error_text(&c.read_frame()).contains("mymaster"));
+    }
+
+    // Once Redis is there, the same connection gets through.
+    let Some(_redis) = PortRedis::start(port) else {
+        eprintln!(
+            "port {port} was taken before redis-server could use it; skipping the recovery half"
+        );
+        return;
+    };
+    wait_until("the session to reach the new master", || {
+        is_pong(&c.cmd(&["PING"]))
+    });
+    assert_eq!(text(&c.cmd(&["SET", "k", "v"])), "OK");
+    assert_eq!(text(&c.cmd(&["GET", "k"])), "v");
+}
+
+// ---------------------------------------------------------------- upstream dies
+
+#[test]
+fn upstream_dying_mid_session_closes_the_client() {
+    let mut redis = Redis::start();
+    let proxy = Proxy::start(redis.addr);
+    let mut idle = proxy.client();
+    assert_eq!(text(&idle.cmd(&["SET", "k", "v"])), "OK");
+    let mut blocked = proxy.client();
+    blocked.send(&encode(&["BLPOP", "jobs", "0"]));
+    wait_blocked(&redis, 1);
+
+    redis.kill();
+    assert_closed(&mut idle, "idle client");
+    assert_closed(&mut blocked, "blocked client");
+
+    // The proxy itself carries on: a new client is told the master is down.
+    let mut c = proxy.client();
+    assert!(error_text(&c.cmd(&["PING"])).contains("mymaster"));
+}
+
+// ---------------------------------------------------------------- graceful shutdown
+
+#[test]
+fn graceful_shutdown_closes_idle_sessions_and_lets_blocked_ones_finish() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.addr);
+    let mut idle = proxy.client();
+    assert_eq!(text(&idle.cmd(&["PING"])), "PONG");
+    let mut blocked = proxy.client();
+    blocked.send(&encode(&["BLPOP", "jobs", "0"]));
+    wait_blocked(&redis, 1);
+
+    proxy.begin_shutdown();
+    assert_closed(&mut idle, "idle client");
+    wait_until("the listener to stop accepting", || {
+        TcpStream::connect(proxy.addr).is_err()
+    });
+    assert!(
+        !proxy.is_stopped(),
+        "run returned while a BLPOP was in flight"
+    );
+
+    // The blocked request is still served, and only then is the session closed.
+    assert_eq!(text(&redis.client().cmd(&["RPUSH", "jobs", "last"])), "1");
+    assert_eq!(strings(&blocked.read_frame()), ["jobs", "last"]);
+    assert_closed(&mut blocked, "blocked client after its reply");
+    wait_until("run to return", || proxy.is_stopped());
+}
+
+// ---------------------------------------------------------------- the binary
+
+/// A configuration file in the temp dir, removed on drop.
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn new(text: &str) -> TempConfig {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "sentinel-proxy-lifecycle-{}-{}.toml",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).expect("write config");
+        TempConfig(path)
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The binary as a child process, killed on drop if still running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn sigterm(&self) {
+        let pid = libc::pid_t::try_from(self.0.id()).expect("pid");
+        // SAFETY: kill(2) with a pid we own; no memory is involved.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_until("sentinel-proxy to exit", || {
+            status = self.0.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        status.expect("exited")
+    }
+}
+
+/// Starts the binary in front of `redis` and waits until it serves clients.
+fn start_binary(redis: &Redis) -> (Running, SocketAddr, TempConfig) {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = TempConfig::new(&config_text(redis.addr, &listen.to_string(), ""));
+    let child = proxy_binary()
+        .arg("--config")
+        .arg(&config.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sentinel-proxy");
+    let mut running = Running(child);
+    wait_until("sentinel-proxy to accept", || {
+        if let Ok(Some(status)) = running.0.try_wait() {
+            panic!("sentinel-proxy exited early: {status}");
+        }
+        TcpStream::connect(listen).is_ok()
+    });
+    (running, listen, config)
+}
+
+#[test]
+fn binary_exits_zero_on_sigterm_after_closing_idle_clients() {
+    let redis = Redis::start();
+    let (mut proxy, addr, _config) = start_binary(&redis);
+    let mut c = Client::connect(addr);
+    assert_eq!(text(&c.cmd(&["SET", "k", "v"])), "OK");
+    assert_eq!(
+        text(&redis.client().cmd(&["GET", "k"])),
+        "v",
+        "really in front of our Redis"
+    );
+
+    proxy.sigterm();
+    assert_closed(&mut c, "idle client");
+    let status = proxy.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+#[test]
+fn binary_exits_zero_after_the_drain_timeout_with_a_stuck_blocked_client() {
+    // BLPOP with no timeout never finishes: the 5s drain timeout ends it.
+    let redis = Redis::start();
+    let (mut proxy, addr, _config) = start_binary(&redis);
+    let mut blocked = Client::connect(addr);
+    blocked.send(&encode(&["BLPOP", "never", "0"]));
+    wait_blocked(&redis, 1);
+
+    proxy.sigterm();
+    let status = proxy.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    assert_closed(&mut blocked, "blocked client");
+}
