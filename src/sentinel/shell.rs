@@ -81,7 +81,7 @@ pub fn start(
         timing: Timing::default(),
         seed: u64::from_str_radix(myid.get(..16).unwrap_or("0"), 16).unwrap_or(0),
     };
-    let mut core = match &persisted {
+    let core = match &persisted {
         Some(state) => Core::restore(core_config, state, 0)?,
         None => Core::new(core_config, 0)?,
     };
@@ -104,7 +104,6 @@ pub fn start(
     let connect_timeout = config.services.first().map_or(Duration::from_secs(1), |s| s.connect_timeout.0);
     let mut shell = Shell {
         start: Instant::now(),
-        core_epoch_at_start: core.current_epoch(),
         links: HashMap::new(),
         link_context: Arc::new(LinkContext {
             myid,
@@ -117,10 +116,8 @@ pub fn start(
         quorums,
         votes: HashMap::new(),
         next_request: 0,
-        core: Core::clone(&core),
+        core,
     };
-    core = Core::clone(&shell.core);
-    drop(core);
     Ok(tokio::spawn(async move { shell.run(events, calls, shutdown).await }))
 }
 
@@ -130,7 +127,6 @@ fn millis(d: Duration) -> u64 {
 
 struct Shell {
     start: Instant,
-    core_epoch_at_start: u64,
     core: Core,
     links: HashMap<LinkRef, LinkHandle>,
     link_context: Arc<LinkContext>,

@@ -28,7 +28,7 @@ pub(crate) fn vote_leader(
         );
         if !g.is_me(req_runid) {
             // Back off our own attempts so candidates don't keep colliding.
-            m.failover_start_time = Some(now + g.rng.below(1000));
+            m.failover_start_time = Some(now.saturating_add(g.rng.below(1000)));
         }
     }
     (m.leader.clone(), m.leader_epoch)
@@ -57,7 +57,7 @@ pub(crate) fn get_leader(
     };
     for p in &m.peers {
         if let Some(l) = &p.leader
-            && p.leader_epoch == g.current_epoch
+            && p.leader_epoch == epoch
         {
             add(&mut tally, l);
         }
@@ -119,13 +119,13 @@ pub(crate) fn ask_master_state(
     let t = &g.timing;
     let in_failover = m.failover_state != super::FailoverState::None;
     let epoch = if in_failover {
-        g.current_epoch
+        m.failover_epoch
     } else {
         g.current_epoch
     };
     for p in &mut m.peers {
         let since_reply = p.last_down_reply.map(|r| elapsed(now, r));
-        if since_reply.is_none_or(|e| e > 5 * t.ask_period) {
+        if since_reply.is_none_or(|e| e > t.ask_period.saturating_mul(5)) {
             p.master_down = false;
             p.leader = None;
         }

@@ -20,7 +20,7 @@ pub(crate) fn start_if_needed(
     }
     let backoff_over = m
         .failover_start_time
-        .is_none_or(|s| now >= s && now - s >= 2 * m.failover_timeout);
+        .is_none_or(|s| now >= s && now - s >= m.failover_timeout.saturating_mul(2));
     if !backoff_over {
         return false;
     }
@@ -33,11 +33,13 @@ pub(crate) fn start_if_needed(
 /// (Sentinel casts it a moment later, in the first `wait_start` step).
 fn start(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action>) {
     m.failover_state = FailoverState::WaitStart;
-    let epoch = g.current_epoch + 1;
+    // Saturating: epochs arrive unauthenticated in hellos (2.4) and a
+    // hostile u64::MAX must not crash us.
+    let epoch = g.current_epoch.saturating_add(1);
     g.raise_epoch(epoch, out);
     m.failover_epoch = epoch;
     g.event(out, "+try-failover", m.details());
-    m.failover_start_time = Some(now + g.rng.below(1000));
+    m.failover_start_time = Some(now.saturating_add(g.rng.below(1000)));
     m.failover_state_change_time = now;
     let me = g.myid.clone();
     vote_leader(g, m, epoch, &me, now, out);
@@ -313,11 +315,12 @@ pub(crate) fn select_replica(g: &Global, m: &Master, now: u64) -> Option<Addr> {
         elapsed(now, m.c.s_down_since)
     } else {
         0
-    } + 10 * m.down_after;
+    }
+    .saturating_add(m.down_after.saturating_mul(10));
     let info_validity = if m.c.s_down {
-        5 * t.ping_period
+        t.ping_period.saturating_mul(5)
     } else {
-        3 * t.info_period
+        t.info_period.saturating_mul(3)
     };
     let mut ok: Vec<&Replica> = m
         .replicas
@@ -325,7 +328,7 @@ pub(crate) fn select_replica(g: &Global, m: &Master, now: u64) -> Option<Addr> {
         .filter(|r| {
             !r.c.s_down
                 && r.c.link.connected
-                && elapsed(now, r.c.link.last_avail_time) <= 5 * t.ping_period
+                && elapsed(now, r.c.link.last_avail_time) <= t.ping_period.saturating_mul(5)
                 && r.priority != 0
                 && r.c
                     .info_refresh

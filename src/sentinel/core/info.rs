@@ -217,7 +217,7 @@ fn replica_info(
             } else {
                 // A replica claiming to be master: after a grace period that
                 // lets newer configs arrive, demote it (returning old master).
-                let wait = 4 * t.publish_period;
+                let wait = t.publish_period.saturating_mul(4);
                 if !r.promoted
                     && sane
                     && r.c.no_down_for(wait, now)

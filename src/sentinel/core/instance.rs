@@ -191,7 +191,8 @@ impl Common {
         };
         let wrong_role = configured_master
             && self.role_reported == ReportedRole::Slave
-            && elapsed(now, self.role_reported_time) > down_after + 2 * t.info_period;
+            && elapsed(now, self.role_reported_time)
+                > down_after.saturating_add(t.info_period.saturating_mul(2));
         let down = since_avail > down_after || wrong_role;
         if down && !self.s_down {
             self.s_down = true;
@@ -368,6 +369,6 @@ impl Master {
             && self
                 .c
                 .info_refresh
-                .is_some_and(|r| elapsed(now, r) < 2 * t.info_period)
+                .is_some_and(|r| elapsed(now, r) < t.info_period.saturating_mul(2))
     }
 }

@@ -11,6 +11,18 @@
 //! `election` (is-master-down, votes, ODOWN), `failover` (the state machine,
 //! replica selection, switch), `persist` (durable state), `rng` (jitter).
 
+// Untrusted input (hellos, INFO, peer replies) flows through here: no
+// panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod election;
 mod failover;
 mod hello;
@@ -508,29 +520,36 @@ impl Core {
     }
 }
 
-/// One master's share of a timer tick (`sentinelHandleRedisInstance` for the
-/// master, its replicas and its peers).
+/// One master's share of a timer tick, in Sentinel's order
+/// (`sentinelHandleRedisInstance`): the master (monitoring, then acting),
+/// then its replicas, then its peers. The order matters: replicas are
+/// polled after the master's state moved, so a fresh ODOWN switches their
+/// INFO to 1 s on the same tick, before `select_slave` runs on the next.
 fn monitor_master(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action>) {
     let t = g.timing.clone();
     let down_after = m.down_after;
-
-    // Monitoring half: runs even in TILT.
-    let hello_due = m.c.hello_due(&t, now)
-        || m.replicas.iter().any(|r| r.c.hello_due(&t, now))
-        || m.peers.iter().any(|p| p.c.hello_due(&t, now));
-    let payload = hello_due.then(|| {
-        Hello {
-            sentinel_addr: g.announce.clone(),
-            runid: g.myid.clone(),
-            current_epoch: g.current_epoch,
-            master_name: m.name.clone(),
-            master_addr: m.current_addr().clone(),
-            config_epoch: m.config_epoch,
-        }
-        .payload()
-    });
-    let publish = |c: &mut Common, name: &str, kind: InstanceKind, out: &mut Vec<Action>| {
-        if let Some(p) = &payload
+    let hello = |g: &Global, m: &Master| {
+        let due = m.c.hello_due(&t, now)
+            || m.replicas.iter().any(|r| r.c.hello_due(&t, now))
+            || m.peers.iter().any(|p| p.c.hello_due(&t, now));
+        due.then(|| {
+            Hello {
+                sentinel_addr: g.announce.clone(),
+                runid: g.myid.clone(),
+                current_epoch: g.current_epoch,
+                master_name: m.name.clone(),
+                master_addr: m.current_addr().clone(),
+                config_epoch: m.config_epoch,
+            }
+            .payload()
+        })
+    };
+    let publish = |c: &mut Common,
+                   payload: &Option<String>,
+                   name: &str,
+                   kind: InstanceKind,
+                   out: &mut Vec<Action>| {
+        if let Some(p) = payload
             && c.hello_due(&t, now)
         {
             c.last_pub_time = Some(now);
@@ -540,9 +559,11 @@ fn monitor_master(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action
             });
         }
     };
-    let name = m.name.as_str();
+
+    // The master. Monitoring runs even in TILT; acting does not.
+    let payload = hello(g, m);
     m.c.periodic(
-        name,
+        &m.name,
         InstanceKind::Master,
         down_after,
         Some(t.info_period),
@@ -550,8 +571,26 @@ fn monitor_master(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action
         now,
         out,
     );
-    publish(&mut m.c, name, InstanceKind::Master, out);
+    publish(&mut m.c, &payload, &m.name, InstanceKind::Master, out);
+    if !g.tilt {
+        let name = m.name.as_str();
+        let change =
+            m.c.check_sdown(name, InstanceKind::Master, true, down_after, &t, now, out);
+        sdown_event(g, change, || m.details(), out);
+        election::check_odown(g, m, now, out);
+        if failover::start_if_needed(g, m, now, out) {
+            election::ask_master_state(g, m, true, now, out);
+        }
+        failover::step(g, m, now, out);
+        election::ask_master_state(g, m, false, now, out);
+    }
+
+    // Replicas and peers (the state above may have changed the hello).
+    let payload = hello(g, m);
     let fast_info = m.o_down || m.failover_state != FailoverState::None;
+    let name = m.name.as_str();
+    let ma = &m.c.addr;
+    let at = || format!("@ {name} {} {}", ma.ip, ma.port);
     for r in &mut m.replicas {
         let period = if fast_info || r.master_link_down_ms > 0 {
             t.ping_period
@@ -567,76 +606,52 @@ fn monitor_master(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action
             now,
             out,
         );
-        publish(&mut r.c, name, InstanceKind::Replica, out);
+        publish(&mut r.c, &payload, name, InstanceKind::Replica, out);
+        if !g.tilt {
+            let change =
+                r.c.check_sdown(name, InstanceKind::Replica, false, down_after, &t, now, out);
+            let a = &r.c.addr;
+            sdown_event(
+                g,
+                change,
+                || format!("slave {a} {} {} {}", a.ip, a.port, at()),
+                out,
+            );
+        }
     }
     for p in &mut m.peers {
         p.c.periodic(name, InstanceKind::Sentinel, down_after, None, &t, now, out);
-        publish(&mut p.c, name, InstanceKind::Sentinel, out);
+        publish(&mut p.c, &payload, name, InstanceKind::Sentinel, out);
+        if !g.tilt {
+            let change = p.c.check_sdown(
+                name,
+                InstanceKind::Sentinel,
+                false,
+                down_after,
+                &t,
+                now,
+                out,
+            );
+            let (a, id) = (&p.c.addr, &p.runid);
+            sdown_event(
+                g,
+                change,
+                || format!("sentinel {id} {} {} {}", a.ip, a.port, at()),
+                out,
+            );
+        }
     }
-    if g.tilt {
-        return;
-    }
-
-    // Acting half.
-    check_all_sdown(g, m, now, out);
-    election::check_odown(g, m, now, out);
-    if failover::start_if_needed(g, m, now, out) {
-        election::ask_master_state(g, m, true, now, out);
-    }
-    failover::step(g, m, now, out);
-    election::ask_master_state(g, m, false, now, out);
 }
 
-fn check_all_sdown(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action>) {
-    let t = g.timing.clone();
-    let name = m.name.as_str();
-    let down_after = m.down_after;
-    let sdown_event =
-        |g: &Global, change: Option<bool>, details: &dyn Fn() -> String, out: &mut Vec<Action>| {
-            match change {
-                Some(true) => g.event(out, "+sdown", details()),
-                Some(false) => g.event(out, "-sdown", details()),
-                None => {}
-            }
-        };
-    let change =
-        m.c.check_sdown(name, InstanceKind::Master, true, down_after, &t, now, out);
-    let ma = &m.c.addr;
-    sdown_event(
-        g,
-        change,
-        &|| format!("master {name} {} {}", ma.ip, ma.port),
-        out,
-    );
-    let at = || format!("@ {name} {} {}", ma.ip, ma.port);
-    for r in &mut m.replicas {
-        let change =
-            r.c.check_sdown(name, InstanceKind::Replica, false, down_after, &t, now, out);
-        let a = &r.c.addr;
-        sdown_event(
-            g,
-            change,
-            &|| format!("slave {a} {} {} {}", a.ip, a.port, at()),
-            out,
-        );
-    }
-    for p in &mut m.peers {
-        let change = p.c.check_sdown(
-            name,
-            InstanceKind::Sentinel,
-            false,
-            down_after,
-            &t,
-            now,
-            out,
-        );
-        let a = &p.c.addr;
-        let id = &p.runid;
-        sdown_event(
-            g,
-            change,
-            &|| format!("sentinel {id} {} {} {}", a.ip, a.port, at()),
-            out,
-        );
+fn sdown_event(
+    g: &Global,
+    change: Option<bool>,
+    details: impl FnOnce() -> String,
+    out: &mut Vec<Action>,
+) {
+    match change {
+        Some(true) => g.event(out, "+sdown", details()),
+        Some(false) => g.event(out, "-sdown", details()),
+        None => {}
     }
 }
