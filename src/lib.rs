@@ -19,14 +19,16 @@ pub mod config;
 pub mod proxy;
 pub mod resp;
 pub mod route;
+pub mod sentinel;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use config::Config;
+use config::{Config, Role};
 use proxy::session::ServiceContext;
 use resp::Limits;
 use route::Route;
@@ -36,6 +38,15 @@ use route::Route;
 pub struct Listeners {
     /// One per `[[service]]`, in configuration order.
     pub services: Vec<TcpListener>,
+    /// The Sentinel port, for voters.
+    pub sentinel: Option<TcpListener>,
+}
+
+/// Why the proxy could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Sentinel(#[from] sentinel::StartError),
 }
 
 impl Listeners {
@@ -54,21 +65,31 @@ impl Listeners {
             })?;
             services.push(listener);
         }
-        Ok(Listeners { services })
+        let sentinel = match config.sentinel.role {
+            Role::Voter => Some(TcpListener::bind(config.sentinel.listen).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("sentinel port: cannot listen on {}: {e}", config.sentinel.listen),
+                )
+            })?),
+            Role::Observer => None,
+        };
+        Ok(Listeners { services, sentinel })
     }
 }
 
 /// Serves every service until `shutdown` is cancelled, then lets sessions
-/// finish for up to the configured drain timeout.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) {
+/// finish for up to the configured drain timeout. Voters also run the
+/// Sentinel control plane, which moves each service's route on failover.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
     let tasks = TaskTracker::new();
-    let mut routes = Vec::new();
+    let mut routes = HashMap::new();
     for (service, listener) in config.services.iter().zip(listeners.services) {
         let (route_tx, route_rx) = route::channel(Route {
             master: service.master,
             config_epoch: 0,
         });
-        routes.push(route_tx);
+        routes.insert(service.name.clone(), route_tx);
         let context = Arc::new(ServiceContext {
             name: service.name.clone(),
             route: route_rx,
@@ -91,6 +112,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             tasks.clone(),
         ));
     }
+    let control_plane = match listeners.sentinel {
+        Some(listener) => Some(sentinel::start(&config, listener, routes, shutdown.clone())?),
+        // Observers keep the configured route (following voters is to come);
+        // a route receiver keeps its last value after its sender is gone.
+        None => None,
+    };
     shutdown.cancelled().await;
     tasks.close();
     let drain = config.proxy.drain_timeout.0;
@@ -105,5 +132,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             "drain timeout: closing remaining sessions"
         );
     }
-    drop(routes);
+    if let Some(control_plane) = control_plane {
+        let _ = control_plane.await;
+    }
+    Ok(())
 }

@@ -88,8 +88,13 @@ async fn serve(config: Config) -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    sentinel_proxy::run(config, listeners, shutdown).await;
-    ExitCode::SUCCESS
+    match sentinel_proxy::run(config, listeners, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sentinel-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// SIGTERM or SIGINT starts a graceful shutdown.

@@ -135,7 +135,7 @@ pub fn config_text(master: SocketAddr, listen: &str, service_extra: &str) -> Str
     format!(
         r#"
 [sentinel]
-role = "voter"
+role = "observer"
 listen = "127.0.0.1:{sentinel}"
 
 [admin]
@@ -188,7 +188,7 @@ impl Proxy {
                     .expect("bind");
                 let addr = listeners.services[0].local_addr().expect("local addr");
                 tx.send(addr).expect("report address");
-                sentinel_proxy::run(config, listeners, stop).await;
+                sentinel_proxy::run(config, listeners, stop).await.expect("proxy run");
             });
         });
         let addr = rx.recv_timeout(PATIENCE).expect("proxy did not start");

@@ -1,0 +1,657 @@
+//! The pure decision core of the Sentinel control plane.
+//!
+//! [`Core::handle`] takes one [`Event`] and the caller's clock `now` (ms) and
+//! returns the [`Action`]s to perform, in order (see the ordering contract on
+//! [`Action`]). There is no I/O, no clock and no randomness source inside: the
+//! jitter Sentinel draws from `rand()` comes from a seeded PRNG, so a run is
+//! fully determined by the config, the seed and the event sequence.
+//!
+//! Module map: `types` (boundary data), `instance` (per-instance state, PING,
+//! SDOWN), `info` (INFO parsing and the reactions to it), `hello` (gossip),
+//! `election` (is-master-down, votes, ODOWN), `failover` (the state machine,
+//! replica selection, switch), `persist` (durable state), `rng` (jitter).
+
+// Untrusted input (hellos, INFO, peer replies) flows through here: no
+// panicking shortcuts outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+mod election;
+mod failover;
+mod hello;
+mod info;
+mod instance;
+mod persist;
+mod rng;
+mod types;
+
+pub use hello::Hello;
+pub use info::InfoReport;
+pub use persist::{PersistedMaster, PersistedState};
+pub use types::{
+    Action, Addr, ConfigError, Event, FailoverRefused, FailoverState, InstanceKind, LinkRef,
+    PingReply, ReportedRole,
+};
+
+use instance::{Common, Master, Peer, Replica};
+use rng::Rng;
+
+/// Sentinel's process-wide timing constants (3.1). Defaults are Redis's;
+/// tests may shrink them like `SENTINEL DEBUG` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub info_period: u64,
+    pub ping_period: u64,
+    pub ask_period: u64,
+    pub publish_period: u64,
+    pub tilt_trigger: u64,
+    pub tilt_period: u64,
+    pub slave_reconf_timeout: u64,
+    pub min_link_reconnect_period: u64,
+    pub election_timeout: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            info_period: 10_000,
+            ping_period: 1_000,
+            ask_period: 1_000,
+            publish_period: 2_000,
+            tilt_trigger: 2_000,
+            tilt_period: 30_000,
+            slave_reconf_timeout: 10_000,
+            min_link_reconnect_period: 15_000,
+            election_timeout: 10_000,
+        }
+    }
+}
+
+/// One `[[service]]`: a monitored master.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterConfig {
+    pub name: String,
+    pub addr: Addr,
+    pub quorum: u32,
+    pub down_after: u64,
+    pub failover_timeout: u64,
+    pub parallel_syncs: u32,
+    /// Pre-seeded replicas (`known-replica`).
+    pub known_replicas: Vec<Addr>,
+    /// Pre-seeded peers `(runid, addr)` (`known-sentinel`).
+    pub known_sentinels: Vec<(String, Addr)>,
+}
+
+impl MasterConfig {
+    /// Sentinel's defaults for everything but name, address and quorum.
+    pub fn new(name: impl Into<String>, addr: Addr, quorum: u32) -> Self {
+        MasterConfig {
+            name: name.into(),
+            addr,
+            quorum,
+            down_after: 30_000,
+            failover_timeout: 180_000,
+            parallel_syncs: 1,
+            known_replicas: Vec::new(),
+            known_sentinels: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// 40 hex chars, stable across restarts.
+    pub myid: String,
+    /// The address peers reach us at (announce-ip/port, or the listen address).
+    pub announce: Addr,
+    pub masters: Vec<MasterConfig>,
+    pub timing: Timing,
+    /// Seed for the failover-start jitter.
+    pub seed: u64,
+}
+
+/// A read-only snapshot of one master, for `SENTINEL MASTER`-style views and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterView {
+    pub name: String,
+    /// The address clients should use (promoted replica from reconf_slaves on).
+    pub addr: Addr,
+    pub config_epoch: u64,
+    pub s_down: bool,
+    pub o_down: bool,
+    pub leader: Option<String>,
+    pub leader_epoch: u64,
+    pub failover_state: FailoverState,
+    pub failover_epoch: u64,
+    pub replicas: Vec<Addr>,
+    pub peers: Vec<(String, Addr)>,
+}
+
+/// State shared by all masters. Kept apart from the masters so one master
+/// and the globals can be borrowed mutably together.
+#[derive(Clone, Debug)]
+pub(crate) struct Global {
+    pub myid: String,
+    pub announce: Addr,
+    pub current_epoch: u64,
+    pub tilt: bool,
+    pub tilt_start: u64,
+    pub previous_time: Option<u64>,
+    pub timing: Timing,
+    pub rng: Rng,
+    /// Index in the current output of the first `Persist` barrier, if any.
+    pub persist_at: Option<usize>,
+}
+
+impl Global {
+    pub fn event(&self, out: &mut Vec<Action>, name: &str, text: String) {
+        out.push(Action::PublishEvent {
+            name: name.to_string(),
+            text,
+        });
+    }
+
+    /// Ask for a durable write before anything emitted after this point.
+    /// One barrier per `handle` call is enough: it is filled with the final
+    /// state of the call, which includes every change made before it.
+    pub fn persist(&mut self, out: &mut Vec<Action>) {
+        if self.persist_at.is_none() {
+            self.persist_at = Some(out.len());
+            out.push(Action::Persist {
+                state: PersistedState::default(),
+            });
+        }
+    }
+
+    /// Raise `current_epoch` (never lowers it).
+    pub fn raise_epoch(&mut self, epoch: u64, out: &mut Vec<Action>) {
+        if epoch > self.current_epoch {
+            self.current_epoch = epoch;
+            self.persist(out);
+            self.event(out, "+new-epoch", epoch.to_string());
+        }
+    }
+
+    pub fn is_me(&self, runid: &str) -> bool {
+        runid.eq_ignore_ascii_case(&self.myid)
+    }
+}
+
+/// `now - then`, 0 if the clock went backwards (TILT handles that case).
+pub(crate) fn elapsed(now: u64, then: u64) -> u64 {
+    now.saturating_sub(then)
+}
+
+/// The Sentinel control plane for one voter.
+#[derive(Clone, Debug)]
+pub struct Core {
+    g: Global,
+    masters: Vec<Master>,
+}
+
+fn valid_myid(id: &str) -> bool {
+    id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Core {
+    /// A fresh voter. The shell should persist [`Core::persisted_state`] once
+    /// at first start (Sentinel flushes when it generates its id).
+    pub fn new(config: Config, now: u64) -> Result<Core, ConfigError> {
+        if !valid_myid(&config.myid) {
+            return Err(ConfigError::BadMyId(config.myid));
+        }
+        let mut masters: Vec<Master> = Vec::new();
+        for mc in config.masters {
+            if mc.name.is_empty() || mc.name.contains([',', ' ']) {
+                return Err(ConfigError::BadMasterName(mc.name));
+            }
+            if mc.quorum == 0 {
+                return Err(ConfigError::BadQuorum(mc.name));
+            }
+            if masters.iter().any(|m| m.name == mc.name) {
+                return Err(ConfigError::DuplicateMaster(mc.name));
+            }
+            let mut m = Master {
+                name: mc.name,
+                c: Common::new(mc.addr, ReportedRole::Master, now),
+                quorum: mc.quorum,
+                down_after: mc.down_after,
+                failover_timeout: mc.failover_timeout,
+                parallel_syncs: mc.parallel_syncs.max(1),
+                replicas: Vec::new(),
+                peers: Vec::new(),
+                config_epoch: 0,
+                o_down: false,
+                leader: None,
+                leader_epoch: 0,
+                failover_state: FailoverState::None,
+                failover_epoch: 0,
+                failover_start_time: None,
+                failover_state_change_time: 0,
+                forced: false,
+                promoted: None,
+                last_route: None,
+            };
+            for r in mc.known_replicas {
+                if r != m.c.addr && !m.replicas.iter().any(|x| x.c.addr == r) {
+                    m.replicas.push(Replica::new(r, now));
+                }
+            }
+            for (runid, addr) in mc.known_sentinels {
+                if !runid.eq_ignore_ascii_case(&config.myid)
+                    && !m.peers.iter().any(|p| p.runid == runid)
+                {
+                    m.peers.push(Peer::new(runid, addr, now));
+                }
+            }
+            masters.push(m);
+        }
+        let seed = config.seed
+            ^ config
+                .myid
+                .bytes()
+                .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        Ok(Core {
+            g: Global {
+                myid: config.myid,
+                announce: config.announce,
+                current_epoch: 0,
+                tilt: false,
+                tilt_start: 0,
+                previous_time: None,
+                timing: config.timing,
+                rng: Rng::new(seed),
+                persist_at: None,
+            },
+            masters,
+        })
+    }
+
+    /// A voter restarted from its state file. Masters missing from `config`
+    /// are dropped; configured masters missing from the state start fresh.
+    pub fn restore(config: Config, state: &PersistedState, now: u64) -> Result<Core, ConfigError> {
+        if !state.myid.eq_ignore_ascii_case(&config.myid) {
+            return Err(ConfigError::MyIdMismatch {
+                config: config.myid,
+                persisted: state.myid.clone(),
+            });
+        }
+        let mut core = Core::new(config, now)?;
+        core.g.current_epoch = state.current_epoch;
+        for pm in &state.masters {
+            let Some(m) = core.masters.iter_mut().find(|m| m.name == pm.name) else {
+                continue;
+            };
+            m.c.addr = pm.addr.clone();
+            m.config_epoch = pm.config_epoch;
+            m.leader = pm.leader.clone();
+            m.leader_epoch = pm.leader_epoch;
+            m.replicas.retain(|r| r.c.addr != pm.addr);
+            for r in &pm.known_replicas {
+                if *r != m.c.addr && !m.replicas.iter().any(|x| x.c.addr == *r) {
+                    m.replicas.push(Replica::new(r.clone(), now));
+                }
+            }
+            for (runid, addr) in &pm.known_sentinels {
+                m.peers.retain(|p| p.runid != *runid);
+                m.peers.push(Peer::new(runid.clone(), addr.clone(), now));
+            }
+            // Like `sentinel config-epoch`, a larger config epoch raises current_epoch.
+            core.g.current_epoch = core.g.current_epoch.max(pm.config_epoch);
+        }
+        Ok(core)
+    }
+
+    pub fn myid(&self) -> &str {
+        &self.g.myid
+    }
+
+    pub fn current_epoch(&self) -> u64 {
+        self.g.current_epoch
+    }
+
+    pub fn in_tilt(&self) -> bool {
+        self.g.tilt
+    }
+
+    /// The cheap subset of [`Core::master`]: (current address, config epoch,
+    /// our vote's epoch, failover state, failover epoch).
+    pub fn master_brief(&self, name: &str) -> Option<(&Addr, u64, u64, FailoverState, u64)> {
+        let m = self.masters.iter().find(|m| m.name == name)?;
+        Some((
+            m.current_addr(),
+            m.config_epoch,
+            m.leader_epoch,
+            m.failover_state,
+            m.failover_epoch,
+        ))
+    }
+
+    pub fn master(&self, name: &str) -> Option<MasterView> {
+        let m = self.masters.iter().find(|m| m.name == name)?;
+        Some(MasterView {
+            name: m.name.clone(),
+            addr: m.current_addr().clone(),
+            config_epoch: m.config_epoch,
+            s_down: m.c.s_down,
+            o_down: m.o_down,
+            leader: m.leader.clone(),
+            leader_epoch: m.leader_epoch,
+            failover_state: m.failover_state,
+            failover_epoch: m.failover_epoch,
+            replicas: m.replicas.iter().map(|r| r.c.addr.clone()).collect(),
+            peers: m
+                .peers
+                .iter()
+                .map(|p| (p.runid.clone(), p.c.addr.clone()))
+                .collect(),
+        })
+    }
+
+    /// Everything the state file must hold (10.2, 10.4).
+    pub fn persisted_state(&self) -> PersistedState {
+        PersistedState {
+            myid: self.g.myid.clone(),
+            current_epoch: self.g.current_epoch,
+            masters: self
+                .masters
+                .iter()
+                .map(|m| {
+                    let cur = m.current_addr();
+                    PersistedMaster {
+                        name: m.name.clone(),
+                        addr: cur.clone(),
+                        config_epoch: m.config_epoch,
+                        leader: m.leader.clone(),
+                        leader_epoch: m.leader_epoch,
+                        // Mid-failover the promoted replica is the master, so
+                        // the old master is written as a replica instead (10.2).
+                        known_replicas: m
+                            .replicas
+                            .iter()
+                            .map(|r| {
+                                if r.c.addr == *cur {
+                                    m.c.addr.clone()
+                                } else {
+                                    r.c.addr.clone()
+                                }
+                            })
+                            .collect(),
+                        known_sentinels: m
+                            .peers
+                            .iter()
+                            .map(|p| (p.runid.clone(), p.c.addr.clone()))
+                            .collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Process one event at time `now` (ms). See [`Action`] for the ordering contract.
+    pub fn handle(&mut self, event: Event, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.g.persist_at = None;
+        match event {
+            Event::Tick => self.tick(now, &mut out),
+            Event::LinkUp { link } => self.on_link(&link, true, now, &mut out),
+            Event::LinkDown { link } => self.on_link(&link, false, now, &mut out),
+            Event::PingReply { link, reply } => {
+                if let Some(c) = self.common_mut(&link) {
+                    c.on_ping_reply(&reply, now);
+                }
+            }
+            Event::InfoReply { link, info } => self.on_info(&link, info, now, &mut out),
+            Event::HelloReceived { payload } => self.on_hello(&payload, now, &mut out),
+            Event::IsMasterDownRequest {
+                request,
+                ip,
+                port,
+                epoch,
+                runid,
+            } => self.on_is_master_down_request(request, &ip, port, epoch, runid, now, &mut out),
+            Event::IsMasterDownReply {
+                link,
+                down,
+                leader,
+                leader_epoch,
+            } => self.on_is_master_down_reply(&link, down, leader, leader_epoch, now),
+            Event::SlaveOfReply { .. } => {}
+            Event::ManualFailover { request, master } => {
+                let result = self.manual_failover(&master, now, &mut out);
+                out.push(Action::ManualFailoverReply { request, result });
+            }
+        }
+        self.emit_routes(&mut out);
+        if let Some(i) = self.g.persist_at.take() {
+            let state = self.persisted_state();
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Action::Persist { state };
+            }
+        }
+        out
+    }
+
+    /// Find the instance a link points at. Links are keyed by (master, addr);
+    /// the kind is not trusted because roles change under a link on a switch.
+    fn common_mut(&mut self, link: &LinkRef) -> Option<&mut Common> {
+        let m = self.masters.iter_mut().find(|m| m.name == link.master)?;
+        if link.kind == InstanceKind::Sentinel {
+            return m
+                .peers
+                .iter_mut()
+                .find(|p| p.c.addr == link.addr)
+                .map(|p| &mut p.c);
+        }
+        if m.c.addr == link.addr {
+            return Some(&mut m.c);
+        }
+        m.replicas
+            .iter_mut()
+            .find(|r| r.c.addr == link.addr)
+            .map(|r| &mut r.c)
+    }
+
+    fn on_link(&mut self, link: &LinkRef, up: bool, now: u64, out: &mut Vec<Action>) {
+        if let Some(c) = self.common_mut(link) {
+            if up {
+                c.on_link_up(now);
+                // Sentinel PINGs right away on a new command link.
+                c.send_ping(link.clone(), now, out);
+            } else {
+                c.on_link_down();
+            }
+        }
+    }
+
+    /// The timer (`sentinelTimer`): TILT detection, then every master.
+    fn tick(&mut self, now: u64, out: &mut Vec<Action>) {
+        // A clock jump or a stalled process: our timers can't be trusted.
+        let jumped = self
+            .g
+            .previous_time
+            .is_some_and(|prev| now < prev || now - prev > self.g.timing.tilt_trigger);
+        if jumped {
+            // A new trigger inside TILT restarts the period (and re-announces it).
+            self.g.tilt = true;
+            self.g.tilt_start = now;
+            self.g.event(out, "+tilt", "#tilt mode entered".to_string());
+        }
+        self.g.previous_time = Some(now);
+        if self.g.tilt && elapsed(now, self.g.tilt_start) >= self.g.timing.tilt_period {
+            self.g.tilt = false;
+            self.g.event(out, "-tilt", "#tilt mode exited".to_string());
+        }
+        for m in &mut self.masters {
+            monitor_master(&mut self.g, m, now, out);
+        }
+        // update_config runs after all masters were handled (7.7).
+        for m in &mut self.masters {
+            if m.failover_state == FailoverState::UpdateConfig {
+                failover::switch_to_promoted(&mut self.g, m, now, out);
+            }
+        }
+    }
+
+    /// Emit `RouteChanged` whenever a master's (address, config epoch) moved.
+    fn emit_routes(&mut self, out: &mut Vec<Action>) {
+        for m in &mut self.masters {
+            let same = m
+                .last_route
+                .as_ref()
+                .is_some_and(|(a, e)| a == m.current_addr() && *e == m.config_epoch);
+            if !same {
+                let cur = (m.current_addr().clone(), m.config_epoch);
+                out.push(Action::RouteChanged {
+                    master: m.name.clone(),
+                    addr: cur.0.clone(),
+                    config_epoch: cur.1,
+                });
+                m.last_route = Some(cur);
+            }
+        }
+    }
+}
+
+/// One master's share of a timer tick, in Sentinel's order
+/// (`sentinelHandleRedisInstance`): the master (monitoring, then acting),
+/// then its replicas, then its peers. The order matters: replicas are
+/// polled after the master's state moved, so a fresh ODOWN switches their
+/// INFO to 1 s on the same tick, before `select_slave` runs on the next.
+fn monitor_master(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action>) {
+    let t = g.timing.clone();
+    let down_after = m.down_after;
+    let hello = |g: &Global, m: &Master| {
+        let due = m.c.hello_due(&t, now)
+            || m.replicas.iter().any(|r| r.c.hello_due(&t, now))
+            || m.peers.iter().any(|p| p.c.hello_due(&t, now));
+        due.then(|| {
+            Hello {
+                sentinel_addr: g.announce.clone(),
+                runid: g.myid.clone(),
+                current_epoch: g.current_epoch,
+                master_name: m.name.clone(),
+                master_addr: m.current_addr().clone(),
+                config_epoch: m.config_epoch,
+            }
+            .payload()
+        })
+    };
+    let publish = |c: &mut Common,
+                   payload: &Option<String>,
+                   name: &str,
+                   kind: InstanceKind,
+                   out: &mut Vec<Action>| {
+        if let Some(p) = payload
+            && c.hello_due(&t, now)
+        {
+            c.last_pub_time = Some(now);
+            out.push(Action::PublishHello {
+                link: c.link(name, kind),
+                payload: p.clone(),
+            });
+        }
+    };
+
+    // The master. Monitoring runs even in TILT; acting does not.
+    let payload = hello(g, m);
+    m.c.periodic(
+        &m.name,
+        InstanceKind::Master,
+        down_after,
+        Some(t.info_period),
+        &t,
+        now,
+        out,
+    );
+    publish(&mut m.c, &payload, &m.name, InstanceKind::Master, out);
+    if !g.tilt {
+        let name = m.name.as_str();
+        let change =
+            m.c.check_sdown(name, InstanceKind::Master, true, down_after, &t, now, out);
+        sdown_event(g, change, || m.details(), out);
+        election::check_odown(g, m, now, out);
+        if failover::start_if_needed(g, m, now, out) {
+            election::ask_master_state(g, m, true, now, out);
+        }
+        failover::step(g, m, now, out);
+        election::ask_master_state(g, m, false, now, out);
+    }
+
+    // Replicas and peers (the state above may have changed the hello).
+    let payload = hello(g, m);
+    let fast_info = m.o_down || m.failover_state != FailoverState::None;
+    let name = m.name.as_str();
+    let ma = &m.c.addr;
+    let at = || format!("@ {name} {} {}", ma.ip, ma.port);
+    for r in &mut m.replicas {
+        let period = if fast_info || r.master_link_down_ms > 0 {
+            t.ping_period
+        } else {
+            t.info_period
+        };
+        r.c.periodic(
+            name,
+            InstanceKind::Replica,
+            down_after,
+            Some(period),
+            &t,
+            now,
+            out,
+        );
+        publish(&mut r.c, &payload, name, InstanceKind::Replica, out);
+        if !g.tilt {
+            let change =
+                r.c.check_sdown(name, InstanceKind::Replica, false, down_after, &t, now, out);
+            let a = &r.c.addr;
+            sdown_event(
+                g,
+                change,
+                || format!("slave {a} {} {} {}", a.ip, a.port, at()),
+                out,
+            );
+        }
+    }
+    for p in &mut m.peers {
+        p.c.periodic(name, InstanceKind::Sentinel, down_after, None, &t, now, out);
+        publish(&mut p.c, &payload, name, InstanceKind::Sentinel, out);
+        if !g.tilt {
+            let change = p.c.check_sdown(
+                name,
+                InstanceKind::Sentinel,
+                false,
+                down_after,
+                &t,
+                now,
+                out,
+            );
+            let (a, id) = (&p.c.addr, &p.runid);
+            sdown_event(
+                g,
+                change,
+                || format!("sentinel {id} {} {} {}", a.ip, a.port, at()),
+                out,
+            );
+        }
+    }
+}
+
+fn sdown_event(
+    g: &Global,
+    change: Option<bool>,
+    details: impl FnOnce() -> String,
+    out: &mut Vec<Action>,
+) {
+    match change {
+        Some(true) => g.event(out, "+sdown", details()),
+        Some(false) => g.event(out, "-sdown", details()),
+        None => {}
+    }
+}

@@ -1,0 +1,263 @@
+//! Links: the connections a voter keeps to each instance it watches.
+//!
+//! Masters and replicas get a command connection and a Pub/Sub connection
+//! subscribed to `__sentinel__:hello`; peer Sentinels get a command
+//! connection only (as Redis Sentinel does). A link task lives for one
+//! connection lifetime: it reports `LinkUp`, turns the replies to what the
+//! control plane asks into events, and reports `LinkDown` when either
+//! connection fails; the core decides when to connect again.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use redis_protocol::resp2::types::BytesFrame;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::core::{Addr, Event, InfoReport, InstanceKind, LinkRef, PingReply};
+use crate::resp::Direction;
+use crate::resp::frames::{FrameReader, frame_text};
+use crate::resp::request::encode_command;
+
+/// The hello channel every Sentinel publishes and subscribes to.
+pub const HELLO_CHANNEL: &str = "__sentinel__:hello";
+
+/// What the control plane asks a link to send.
+#[derive(Debug)]
+pub enum LinkRequest {
+    Ping,
+    Info,
+    PublishHello(String),
+    AskIsMasterDown { ip: String, port: u16, epoch: u64, runid: String },
+    SlaveOfNoOne,
+    Reconfigure(Addr),
+}
+
+/// What every link shares.
+#[derive(Debug)]
+pub struct LinkContext {
+    pub myid: String,
+    /// `(user, pass)` for masters and replicas.
+    pub auth: Option<(Option<String>, String)>,
+    pub connect_timeout: Duration,
+}
+
+/// The control plane's handle on a running link task.
+pub struct LinkHandle {
+    pub requests: mpsc::UnboundedSender<LinkRequest>,
+    task: JoinHandle<()>,
+}
+
+impl LinkHandle {
+    pub fn is_alive(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+impl Drop for LinkHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the link task for `link`.
+pub fn spawn(link: LinkRef, context: Arc<LinkContext>, events: mpsc::UnboundedSender<Event>) -> LinkHandle {
+    let (requests, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve(&link, &context, rx, &events).await {
+            tracing::debug!(addr = %link.addr, master = %link.master, error = %e, "link down");
+        }
+        let _ = events.send(Event::LinkDown { link });
+    });
+    LinkHandle { requests, task }
+}
+
+/// How to read the reply to one command sent on the command connection.
+#[derive(Debug)]
+enum Expect {
+    Ignore,
+    Ping,
+    Info,
+    IsMasterDown,
+    SlaveOfExec,
+}
+
+async fn serve(
+    link: &LinkRef,
+    context: &LinkContext,
+    mut requests: mpsc::UnboundedReceiver<LinkRequest>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> std::io::Result<()> {
+    let addr = resolve(&link.addr).await?;
+    let short_id = context.myid.get(..8).unwrap_or(&context.myid);
+    let auth = if link.kind == InstanceKind::Sentinel { None } else { context.auth.as_ref() };
+
+    let (mut cmd_read, mut cmd_write) = connect(addr, context.connect_timeout).await?.into_split();
+    let mut pending = VecDeque::new();
+    let mut out = BytesMut::new();
+    handshake(&mut out, &mut pending, auth, &format!("sentinel-{short_id}-cmd"));
+
+    let mut pubsub = None;
+    if link.kind != InstanceKind::Sentinel {
+        let (read, mut write) = connect(addr, context.connect_timeout).await?.into_split();
+        let mut hello = BytesMut::new();
+        handshake(&mut hello, &mut VecDeque::new(), auth, &format!("sentinel-{short_id}-pubsub"));
+        hello.extend_from_slice(&encode_command(&["SUBSCRIBE", HELLO_CHANNEL]));
+        write.write_all(&hello).await?;
+        pubsub = Some((read, write, FrameReader::new(Direction::Reply)));
+    }
+    cmd_write.write_all(&out).await?;
+    let _ = events.send(Event::LinkUp { link: link.clone() });
+
+    let mut replies = FrameReader::new(Direction::Reply);
+    loop {
+        tokio::select! {
+            request = requests.recv() => {
+                let Some(request) = request else { return Ok(()) };
+                let mut out = BytesMut::new();
+                encode_request(request, &mut out, &mut pending);
+                cmd_write.write_all(&out).await?;
+            }
+            frame = replies.next_frame(&mut cmd_read) => {
+                let Some(frame) = frame? else { return Ok(()) };
+                let expect = pending.pop_front().unwrap_or(Expect::Ignore);
+                if let Some(event) = reply_event(link, expect, &frame) {
+                    let _ = events.send(event);
+                }
+            }
+            message = next_hello(&mut pubsub), if pubsub.is_some() => {
+                let Some(payload) = message? else { return Ok(()) };
+                let _ = events.send(Event::HelloReceived { payload });
+            }
+        }
+    }
+}
+
+/// AUTH (if configured) and CLIENT SETNAME, pipelined; replies ignored.
+fn handshake(out: &mut BytesMut, pending: &mut VecDeque<Expect>, auth: Option<&(Option<String>, String)>, name: &str) {
+    match auth {
+        Some((Some(user), pass)) => out.extend_from_slice(&encode_command(&["AUTH", user, pass])),
+        Some((None, pass)) => out.extend_from_slice(&encode_command(&["AUTH", pass])),
+        None => {}
+    }
+    if auth.is_some() {
+        pending.push_back(Expect::Ignore);
+    }
+    out.extend_from_slice(&encode_command(&["CLIENT", "SETNAME", name]));
+    pending.push_back(Expect::Ignore);
+}
+
+fn encode_request(request: LinkRequest, out: &mut BytesMut, pending: &mut VecDeque<Expect>) {
+    let mut command = |args: &[&str], expect: Expect| {
+        out.extend_from_slice(&encode_command(args));
+        pending.push_back(expect);
+    };
+    match request {
+        LinkRequest::Ping => command(&["PING"], Expect::Ping),
+        LinkRequest::Info => command(&["INFO"], Expect::Info),
+        LinkRequest::PublishHello(payload) => command(&["PUBLISH", HELLO_CHANNEL, &payload], Expect::Ignore),
+        LinkRequest::AskIsMasterDown { ip, port, epoch, runid } => command(
+            &["SENTINEL", "is-master-down-by-addr", &ip, &port.to_string(), &epoch.to_string(), &runid],
+            Expect::IsMasterDown,
+        ),
+        LinkRequest::SlaveOfNoOne | LinkRequest::Reconfigure(_) => {
+            // The transaction of Sentinel's sentinelSendSlaveOf, replies discarded
+            // except EXEC's.
+            let target = match &request {
+                LinkRequest::Reconfigure(master) => vec!["SLAVEOF".to_owned(), master.ip.clone(), master.port.to_string()],
+                _ => vec!["SLAVEOF".to_owned(), "NO".to_owned(), "ONE".to_owned()],
+            };
+            command(&["MULTI"], Expect::Ignore);
+            let target: Vec<&str> = target.iter().map(String::as_str).collect();
+            command(&target, Expect::Ignore);
+            command(&["CONFIG", "REWRITE"], Expect::Ignore);
+            command(&["CLIENT", "KILL", "TYPE", "normal"], Expect::Ignore);
+            command(&["CLIENT", "KILL", "TYPE", "pubsub"], Expect::Ignore);
+            command(&["EXEC"], Expect::SlaveOfExec);
+        }
+    }
+}
+
+fn reply_event(link: &LinkRef, expect: Expect, frame: &BytesFrame) -> Option<Event> {
+    let link = link.clone();
+    match expect {
+        Expect::Ignore => None,
+        Expect::Ping => {
+            let reply = match frame {
+                BytesFrame::SimpleString(_) | BytesFrame::Error(_) => PingReply::classify(&frame_text(frame)?),
+                _ => PingReply::Other("unexpected reply type".into()),
+            };
+            Some(Event::PingReply { link, reply })
+        }
+        Expect::Info => match frame {
+            BytesFrame::BulkString(_) => Some(Event::InfoReply {
+                link,
+                info: InfoReport::parse(&frame_text(frame)?),
+            }),
+            _ => None,
+        },
+        Expect::IsMasterDown => match frame {
+            BytesFrame::Array(items) => match items.as_slice() {
+                [BytesFrame::Integer(down), BytesFrame::BulkString(leader), BytesFrame::Integer(epoch)] => {
+                    let leader = String::from_utf8_lossy(leader).into_owned();
+                    Some(Event::IsMasterDownReply {
+                        link,
+                        down: *down == 1,
+                        leader: (leader != "*").then_some(leader),
+                        leader_epoch: u64::try_from(*epoch).ok()?,
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        },
+        Expect::SlaveOfExec => Some(Event::SlaveOfReply {
+            link,
+            ok: matches!(frame, BytesFrame::Array(_)),
+        }),
+    }
+}
+
+/// The next hello payload on the Pub/Sub connection; `None` when it closed.
+async fn next_hello(
+    pubsub: &mut Option<(OwnedReadHalf, OwnedWriteHalf, FrameReader)>,
+) -> std::io::Result<Option<String>> {
+    let Some((read, _write, reader)) = pubsub else {
+        return std::future::pending().await;
+    };
+    loop {
+        let Some(frame) = reader.next_frame(read).await? else {
+            return Ok(None);
+        };
+        if let BytesFrame::Array(items) = &frame
+            && let [BytesFrame::BulkString(kind), BytesFrame::BulkString(_), BytesFrame::BulkString(payload)] =
+                items.as_slice()
+            && &kind[..] == b"message"
+        {
+            return Ok(Some(String::from_utf8_lossy(payload).into_owned()));
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    crate::proxy::upstream::connect(addr, timeout, None)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// An instance address as a socket address (IP literals, or a DNS lookup).
+pub async fn resolve(addr: &Addr) -> std::io::Result<SocketAddr> {
+    if let Ok(ip) = addr.ip.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, addr.port));
+    }
+    tokio::net::lookup_host((addr.ip.as_str(), addr.port))
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("cannot resolve {}", addr.ip)))
+}

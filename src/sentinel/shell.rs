@@ -1,0 +1,300 @@
+//! The control plane's I/O shell: owns the core, the clock, the links, the
+//! state file and the route senders, and carries out the core's actions in
+//! order (a `Persist` is finished before anything after it happens).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis_protocol::resp2::types::BytesFrame;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::api::{self, ApiCall};
+use super::core::{self, Action, Addr, Core, Event, LinkRef, MasterConfig, Timing};
+use super::link::{self, LinkContext, LinkHandle, LinkRequest};
+use super::replies;
+use super::state_file::{self, StateFileError};
+use crate::config::Config;
+use crate::route::{Route, RouteSender};
+
+/// How often the core's timer runs (Sentinel's default `hz` is 10).
+const TICK: Duration = Duration::from_millis(100);
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    StateFile(#[from] StateFileError),
+    #[error("cannot create a myid: {0}")]
+    MyId(std::io::Error),
+    #[error("sentinel: {0}")]
+    Core(#[from] core::ConfigError),
+    #[error(
+        "sentinel.listen is {0}: set sentinel.announce_ip to the address peers should use"
+    )]
+    NoAnnounceAddress(SocketAddr),
+}
+
+/// Builds the core from the configuration and the state file, and starts
+/// the control plane task and the Sentinel port.
+pub fn start(
+    config: &Config,
+    listener: TcpListener,
+    routes: HashMap<String, RouteSender>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let path = config.sentinel.state_file.clone();
+    let persisted = state_file::load(&path)?;
+    let myid = match &persisted {
+        Some(state) => state.myid.clone(),
+        None => state_file::new_myid().map_err(StartError::MyId)?,
+    };
+    let listen = listener.local_addr().unwrap_or(config.sentinel.listen);
+    let announce_ip = match &config.sentinel.announce_ip {
+        Some(ip) => ip.clone(),
+        None if listen.ip().is_unspecified() => return Err(StartError::NoAnnounceAddress(listen)),
+        None => listen.ip().to_string(),
+    };
+    let core_config = core::Config {
+        myid: myid.clone(),
+        announce: Addr::new(announce_ip, config.sentinel.announce_port.unwrap_or(listen.port())),
+        masters: config
+            .services
+            .iter()
+            .map(|s| MasterConfig {
+                name: s.name.clone(),
+                addr: Addr::new(s.master.ip().to_string(), s.master.port()),
+                quorum: s.quorum,
+                down_after: millis(s.down_after.0),
+                failover_timeout: millis(s.failover_timeout.0),
+                parallel_syncs: s.parallel_syncs,
+                known_replicas: Vec::new(),
+                known_sentinels: Vec::new(),
+            })
+            .collect(),
+        timing: Timing::default(),
+        seed: u64::from_str_radix(myid.get(..16).unwrap_or("0"), 16).unwrap_or(0),
+    };
+    let core = match &persisted {
+        Some(state) => Core::restore(core_config, state, 0)?,
+        None => Core::new(core_config, 0)?,
+    };
+    let quorums: HashMap<String, u32> = config.services.iter().map(|s| (s.name.clone(), s.quorum)).collect();
+    if persisted.is_none() {
+        // Sentinel flushes its config as soon as it has generated its id.
+        state_file::save(&path, &core.persisted_state(), &quorums).map_err(|source| StateFileError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    tracing::info!(myid = core.myid(), epoch = core.current_epoch(), sentinel = %listen, "sentinel control plane starting");
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (calls_tx, calls) = mpsc::unbounded_channel();
+    tokio::spawn(api::serve(listener, calls_tx, shutdown.clone()));
+    let auth = config
+        .services
+        .first()
+        .and_then(|s| s.auth_pass.clone().map(|pass| (s.auth_user.clone(), pass)));
+    let connect_timeout = config.services.first().map_or(Duration::from_secs(1), |s| s.connect_timeout.0);
+    let mut shell = Shell {
+        start: Instant::now(),
+        links: HashMap::new(),
+        link_context: Arc::new(LinkContext {
+            myid,
+            auth,
+            connect_timeout,
+        }),
+        events_tx,
+        routes,
+        state_path: path,
+        quorums,
+        votes: HashMap::new(),
+        next_request: 0,
+        core,
+    };
+    Ok(tokio::spawn(async move { shell.run(events, calls, shutdown).await }))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+struct Shell {
+    start: Instant,
+    core: Core,
+    links: HashMap<LinkRef, LinkHandle>,
+    link_context: Arc<LinkContext>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    routes: HashMap<String, RouteSender>,
+    state_path: PathBuf,
+    quorums: HashMap<String, u32>,
+    /// Peers waiting for our is-master-down-by-addr answer, by request id.
+    votes: HashMap<u64, oneshot::Sender<Bytes>>,
+    next_request: u64,
+}
+
+impl Shell {
+    async fn run(
+        &mut self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        mut calls: mpsc::UnboundedReceiver<ApiCall>,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => self.handle(Event::Tick),
+                Some(event) = events.recv() => self.handle(event),
+                Some(call) = calls.recv() => self.on_call(call),
+            }
+        }
+    }
+
+    fn now(&self) -> u64 {
+        millis(self.start.elapsed())
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.now();
+        let actions = self.core.handle(event, now);
+        self.execute(actions);
+    }
+
+    fn on_call(&mut self, call: ApiCall) {
+        match call {
+            ApiCall::Hello(payload) => self.handle(Event::HelloReceived { payload }),
+            ApiCall::IsMasterDown {
+                ip,
+                port,
+                epoch,
+                runid,
+                reply,
+            } => {
+                let request = self.next_request;
+                self.next_request += 1;
+                self.votes.insert(request, reply);
+                self.handle(Event::IsMasterDownRequest {
+                    request,
+                    ip,
+                    port,
+                    epoch,
+                    runid,
+                });
+            }
+            ApiCall::Sentinel { args, reply } => {
+                let failover = match args.as_slice() {
+                    [_, sub, name] if sub.eq_ignore_ascii_case("failover") => Some(name.clone()),
+                    _ => None,
+                };
+                match failover {
+                    Some(master) => {
+                        let request = self.next_request;
+                        self.next_request += 1;
+                        self.votes.insert(request, reply);
+                        self.handle(Event::ManualFailover { request, master });
+                    }
+                    None => {
+                        let _ = reply.send(replies::sentinel_command(&self.core, &self.quorums, &args));
+                    }
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Persist { state } => {
+                    if let Err(e) = state_file::save(&self.state_path, &state, &self.quorums) {
+                        // Nothing after this may happen: a vote or an epoch
+                        // would get ahead of the disk.
+                        tracing::error!(path = %self.state_path.display(), error = %e, "cannot write the state file; dropping the actions that depend on it");
+                        return;
+                    }
+                }
+                Action::Connect { link } => {
+                    let alive = self.links.get(&link).is_some_and(LinkHandle::is_alive);
+                    if !alive {
+                        let handle = link::spawn(link.clone(), self.link_context.clone(), self.events_tx.clone());
+                        self.links.insert(link, handle);
+                    }
+                }
+                Action::Disconnect { link } => {
+                    self.links.remove(&link);
+                }
+                Action::SendPing { link } => self.send(&link, LinkRequest::Ping),
+                Action::SendInfo { link } => self.send(&link, LinkRequest::Info),
+                Action::PublishHello { link, payload } => self.send(&link, LinkRequest::PublishHello(payload)),
+                Action::AskIsMasterDown {
+                    link,
+                    ip,
+                    port,
+                    epoch,
+                    runid,
+                } => self.send(&link, LinkRequest::AskIsMasterDown { ip, port, epoch, runid }),
+                Action::SendSlaveOfNoOne { link } => self.send(&link, LinkRequest::SlaveOfNoOne),
+                Action::SendReconfigure { link, master } => self.send(&link, LinkRequest::Reconfigure(master)),
+                Action::ReplyIsMasterDown {
+                    request,
+                    down,
+                    leader,
+                    leader_epoch,
+                } => {
+                    if let Some(reply) = self.votes.remove(&request) {
+                        let frame = BytesFrame::Array(vec![
+                            BytesFrame::Integer(i64::from(down)),
+                            api::bulk(&leader),
+                            BytesFrame::Integer(i64::try_from(leader_epoch).unwrap_or(i64::MAX)),
+                        ]);
+                        let _ = reply.send(api::encode(&frame));
+                    }
+                }
+                Action::ManualFailoverReply { request, result } => {
+                    if let Some(reply) = self.votes.remove(&request) {
+                        let _ = reply.send(match result {
+                            Ok(()) => api::simple("OK"),
+                            Err(refused) => crate::resp::reply::error(&refused.to_string()),
+                        });
+                    }
+                }
+                Action::PublishEvent { name, text } => tracing::info!(event = %name, "{text}"),
+                Action::RouteChanged {
+                    master,
+                    addr,
+                    config_epoch,
+                } => self.route(&master, &addr, config_epoch),
+            }
+        }
+    }
+
+    fn send(&self, link: &LinkRef, request: LinkRequest) {
+        if let Some(handle) = self.links.get(link) {
+            let _ = handle.requests.send(request);
+        }
+    }
+
+    /// Publishes a verified master on the seam the data plane reads.
+    fn route(&self, master: &str, addr: &Addr, config_epoch: u64) {
+        let Some(sender) = self.routes.get(master) else { return };
+        let Ok(ip) = addr.ip.parse::<std::net::IpAddr>() else {
+            tracing::error!(service = master, addr = %addr, "cannot route to a hostname yet");
+            return;
+        };
+        let route = Route {
+            master: SocketAddr::new(ip, addr.port),
+            config_epoch,
+        };
+        if *sender.borrow() != route {
+            tracing::info!(service = master, master = %route.master, config_epoch, "route changed");
+            sender.send_replace(route);
+        }
+    }
+}
