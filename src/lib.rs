@@ -65,15 +65,21 @@ impl Listeners {
             })?;
             services.push(listener);
         }
-        let sentinel = match config.sentinel.role {
-            Role::Voter => Some(TcpListener::bind(config.sentinel.listen).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("sentinel port: cannot listen on {}: {e}", config.sentinel.listen),
-                )
-            })?),
-            Role::Observer => None,
-        };
+        let sentinel =
+            match config.sentinel.role {
+                Role::Voter => Some(TcpListener::bind(config.sentinel.listen).await.map_err(
+                    |e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!(
+                                "sentinel port: cannot listen on {}: {e}",
+                                config.sentinel.listen
+                            ),
+                        )
+                    },
+                )?),
+                Role::Observer => None,
+            };
         Ok(Listeners { services, sentinel })
     }
 }
@@ -81,7 +87,11 @@ impl Listeners {
 /// Serves every service until `shutdown` is cancelled, then lets sessions
 /// finish for up to the configured drain timeout. Voters also run the
 /// Sentinel control plane, which moves each service's route on failover.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let tasks = TaskTracker::new();
     let mut routes = HashMap::new();
     for (service, listener) in config.services.iter().zip(listeners.services) {
@@ -113,7 +123,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         ));
     }
     let control_plane = match listeners.sentinel {
-        Some(listener) => Some(sentinel::start(&config, listener, routes, shutdown.clone())?),
+        Some(listener) => Some(sentinel::start(
+            &config,
+            listener,
+            routes,
+            shutdown.clone(),
+        )?),
         // Observers keep the configured route (following voters is to come);
         // a route receiver keeps its last value after its sender is gone.
         None => None,

@@ -37,7 +37,10 @@ impl FrameReader {
     }
 
     /// The next complete frame's raw bytes, or `None` at end of stream.
-    pub async fn next_raw<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> io::Result<Option<Bytes>> {
+    pub async fn next_raw<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+    ) -> io::Result<Option<Bytes>> {
         loop {
             let rest = self.buf.get(self.scanned..).unwrap_or(&[]);
             match self.scanner.scan(rest) {
@@ -57,15 +60,24 @@ impl FrameReader {
     }
 
     /// The next reply, decoded.
-    pub async fn next_frame<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> io::Result<Option<BytesFrame>> {
+    pub async fn next_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+    ) -> io::Result<Option<BytesFrame>> {
         let Some(raw) = self.next_raw(reader).await? else {
             return Ok(None);
         };
         let mut raw = BytesMut::from(raw);
         match decode_bytes_mut(&mut raw) {
             Ok(Some((frame, _, _))) => Ok(Some(frame)),
-            Ok(None) => Err(io::Error::new(io::ErrorKind::InvalidData, "incomplete frame")),
-            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.details().to_owned())),
+            Ok(None) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "incomplete frame",
+            )),
+            Err(e) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                e.details().to_owned(),
+            )),
         }
     }
 
@@ -84,7 +96,8 @@ impl FrameReader {
         let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         Ok(Some(
-            super::request::split_inline(line).map(|args| args.into_iter().map(Bytes::from).collect()),
+            super::request::split_inline(line)
+                .map(|args| args.into_iter().map(Bytes::from).collect()),
         ))
     }
 }
@@ -92,7 +105,9 @@ impl FrameReader {
 /// The text of a simple string, error or bulk string reply.
 pub fn frame_text(frame: &BytesFrame) -> Option<String> {
     match frame {
-        BytesFrame::SimpleString(b) | BytesFrame::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        BytesFrame::SimpleString(b) | BytesFrame::BulkString(b) => {
+            Some(String::from_utf8_lossy(b).into_owned())
+        }
         BytesFrame::Error(s) => Some(s.to_string()),
         _ => None,
     }

@@ -31,11 +31,18 @@ pub enum ApiCall {
         reply: oneshot::Sender<Bytes>,
     },
     /// Any other `SENTINEL <sub> ...` (and ROLE): rendered from the core's state.
-    Sentinel { args: Vec<String>, reply: oneshot::Sender<Bytes> },
+    Sentinel {
+        args: Vec<String>,
+        reply: oneshot::Sender<Bytes>,
+    },
 }
 
 /// Serves the Sentinel port until `shutdown`.
-pub async fn serve(listener: TcpListener, calls: mpsc::UnboundedSender<ApiCall>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    calls: mpsc::UnboundedSender<ApiCall>,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -85,7 +92,10 @@ async fn connection(stream: TcpStream, calls: mpsc::UnboundedSender<ApiCall>) {
 }
 
 async fn dispatch(args: Vec<Bytes>, calls: &mpsc::UnboundedSender<ApiCall>) -> Bytes {
-    let words: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
     let Some((name, rest)) = words.split_first() else {
         return reply::error("ERR empty command");
     };
@@ -123,7 +133,15 @@ async fn dispatch(args: Vec<Bytes>, calls: &mpsc::UnboundedSender<ApiCall>) -> B
         }
         ("sentinel", [_, ..]) | ("role", []) => {
             let (tx, rx) = oneshot::channel();
-            ask(calls, ApiCall::Sentinel { args: words, reply: tx }, rx).await
+            ask(
+                calls,
+                ApiCall::Sentinel {
+                    args: words,
+                    reply: tx,
+                },
+                rx,
+            )
+            .await
         }
         ("sentinel", []) => arity_error("sentinel"),
         _ => {
@@ -137,19 +155,28 @@ async fn dispatch(args: Vec<Bytes>, calls: &mpsc::UnboundedSender<ApiCall>) -> B
     }
 }
 
-async fn ask(calls: &mpsc::UnboundedSender<ApiCall>, call: ApiCall, rx: oneshot::Receiver<Bytes>) -> Bytes {
+async fn ask(
+    calls: &mpsc::UnboundedSender<ApiCall>,
+    call: ApiCall,
+    rx: oneshot::Receiver<Bytes>,
+) -> Bytes {
     if calls.send(call).is_err() {
         return reply::error("ERR sentinel-proxy is shutting down");
     }
-    rx.await.unwrap_or_else(|_| reply::error("ERR sentinel-proxy is shutting down"))
+    rx.await
+        .unwrap_or_else(|_| reply::error("ERR sentinel-proxy is shutting down"))
 }
 
 pub fn arity_error(command: &str) -> Bytes {
-    reply::error(&format!("ERR wrong number of arguments for '{command}' command"))
+    reply::error(&format!(
+        "ERR wrong number of arguments for '{command}' command"
+    ))
 }
 
 pub fn simple(text: &str) -> Bytes {
-    encode(&BytesFrame::SimpleString(Bytes::copy_from_slice(text.as_bytes())))
+    encode(&BytesFrame::SimpleString(Bytes::copy_from_slice(
+        text.as_bytes(),
+    )))
 }
 
 pub fn bulk(text: &str) -> BytesFrame {

@@ -34,7 +34,12 @@ pub enum LinkRequest {
     Ping,
     Info,
     PublishHello(String),
-    AskIsMasterDown { ip: String, port: u16, epoch: u64, runid: String },
+    AskIsMasterDown {
+        ip: String,
+        port: u16,
+        epoch: u64,
+        runid: String,
+    },
     SlaveOfNoOne,
     Reconfigure(Addr),
 }
@@ -67,7 +72,11 @@ impl Drop for LinkHandle {
 }
 
 /// Starts the link task for `link`.
-pub fn spawn(link: LinkRef, context: Arc<LinkContext>, events: mpsc::UnboundedSender<Event>) -> LinkHandle {
+pub fn spawn(
+    link: LinkRef,
+    context: Arc<LinkContext>,
+    events: mpsc::UnboundedSender<Event>,
+) -> LinkHandle {
     let (requests, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         if let Err(e) = serve(&link, &context, rx, &events).await {
@@ -96,18 +105,32 @@ async fn serve(
 ) -> std::io::Result<()> {
     let addr = resolve(&link.addr).await?;
     let short_id = context.myid.get(..8).unwrap_or(&context.myid);
-    let auth = if link.kind == InstanceKind::Sentinel { None } else { context.auth.as_ref() };
+    let auth = if link.kind == InstanceKind::Sentinel {
+        None
+    } else {
+        context.auth.as_ref()
+    };
 
     let (mut cmd_read, mut cmd_write) = connect(addr, context.connect_timeout).await?.into_split();
     let mut pending = VecDeque::new();
     let mut out = BytesMut::new();
-    handshake(&mut out, &mut pending, auth, &format!("sentinel-{short_id}-cmd"));
+    handshake(
+        &mut out,
+        &mut pending,
+        auth,
+        &format!("sentinel-{short_id}-cmd"),
+    );
 
     let mut pubsub = None;
     if link.kind != InstanceKind::Sentinel {
         let (read, mut write) = connect(addr, context.connect_timeout).await?.into_split();
         let mut hello = BytesMut::new();
-        handshake(&mut hello, &mut VecDeque::new(), auth, &format!("sentinel-{short_id}-pubsub"));
+        handshake(
+            &mut hello,
+            &mut VecDeque::new(),
+            auth,
+            &format!("sentinel-{short_id}-pubsub"),
+        );
         hello.extend_from_slice(&encode_command(&["SUBSCRIBE", HELLO_CHANNEL]));
         write.write_all(&hello).await?;
         pubsub = Some((read, write, FrameReader::new(Direction::Reply)));
@@ -140,7 +163,12 @@ async fn serve(
 }
 
 /// AUTH (if configured) and CLIENT SETNAME, pipelined; replies ignored.
-fn handshake(out: &mut BytesMut, pending: &mut VecDeque<Expect>, auth: Option<&(Option<String>, String)>, name: &str) {
+fn handshake(
+    out: &mut BytesMut,
+    pending: &mut VecDeque<Expect>,
+    auth: Option<&(Option<String>, String)>,
+    name: &str,
+) {
     match auth {
         Some((Some(user), pass)) => out.extend_from_slice(&encode_command(&["AUTH", user, pass])),
         Some((None, pass)) => out.extend_from_slice(&encode_command(&["AUTH", pass])),
@@ -161,16 +189,34 @@ fn encode_request(request: LinkRequest, out: &mut BytesMut, pending: &mut VecDeq
     match request {
         LinkRequest::Ping => command(&["PING"], Expect::Ping),
         LinkRequest::Info => command(&["INFO"], Expect::Info),
-        LinkRequest::PublishHello(payload) => command(&["PUBLISH", HELLO_CHANNEL, &payload], Expect::Ignore),
-        LinkRequest::AskIsMasterDown { ip, port, epoch, runid } => command(
-            &["SENTINEL", "is-master-down-by-addr", &ip, &port.to_string(), &epoch.to_string(), &runid],
+        LinkRequest::PublishHello(payload) => {
+            command(&["PUBLISH", HELLO_CHANNEL, &payload], Expect::Ignore)
+        }
+        LinkRequest::AskIsMasterDown {
+            ip,
+            port,
+            epoch,
+            runid,
+        } => command(
+            &[
+                "SENTINEL",
+                "is-master-down-by-addr",
+                &ip,
+                &port.to_string(),
+                &epoch.to_string(),
+                &runid,
+            ],
             Expect::IsMasterDown,
         ),
         LinkRequest::SlaveOfNoOne | LinkRequest::Reconfigure(_) => {
             // The transaction of Sentinel's sentinelSendSlaveOf, replies discarded
             // except EXEC's.
             let target = match &request {
-                LinkRequest::Reconfigure(master) => vec!["SLAVEOF".to_owned(), master.ip.clone(), master.port.to_string()],
+                LinkRequest::Reconfigure(master) => vec![
+                    "SLAVEOF".to_owned(),
+                    master.ip.clone(),
+                    master.port.to_string(),
+                ],
                 _ => vec!["SLAVEOF".to_owned(), "NO".to_owned(), "ONE".to_owned()],
             };
             command(&["MULTI"], Expect::Ignore);
@@ -190,7 +236,9 @@ fn reply_event(link: &LinkRef, expect: Expect, frame: &BytesFrame) -> Option<Eve
         Expect::Ignore => None,
         Expect::Ping => {
             let reply = match frame {
-                BytesFrame::SimpleString(_) | BytesFrame::Error(_) => PingReply::classify(&frame_text(frame)?),
+                BytesFrame::SimpleString(_) | BytesFrame::Error(_) => {
+                    PingReply::classify(&frame_text(frame)?)
+                }
                 _ => PingReply::Other("unexpected reply type".into()),
             };
             Some(Event::PingReply { link, reply })
@@ -204,7 +252,11 @@ fn reply_event(link: &LinkRef, expect: Expect, frame: &BytesFrame) -> Option<Eve
         },
         Expect::IsMasterDown => match frame {
             BytesFrame::Array(items) => match items.as_slice() {
-                [BytesFrame::Integer(down), BytesFrame::BulkString(leader), BytesFrame::Integer(epoch)] => {
+                [
+                    BytesFrame::Integer(down),
+                    BytesFrame::BulkString(leader),
+                    BytesFrame::Integer(epoch),
+                ] => {
                     let leader = String::from_utf8_lossy(leader).into_owned();
                     Some(Event::IsMasterDownReply {
                         link,
@@ -236,8 +288,11 @@ async fn next_hello(
             return Ok(None);
         };
         if let BytesFrame::Array(items) = &frame
-            && let [BytesFrame::BulkString(kind), BytesFrame::BulkString(_), BytesFrame::BulkString(payload)] =
-                items.as_slice()
+            && let [
+                BytesFrame::BulkString(kind),
+                BytesFrame::BulkString(_),
+                BytesFrame::BulkString(payload),
+            ] = items.as_slice()
             && &kind[..] == b"message"
         {
             return Ok(Some(String::from_utf8_lossy(payload).into_owned()));

@@ -20,11 +20,17 @@ pub fn sentinel_command(core: &Core, quorums: &HashMap<String, u32>, args: &[Str
     match names.as_slice() {
         ["role"] => {
             let masters = quorums.keys().map(|n| bulk(n)).collect();
-            encode(&BytesFrame::Array(vec![bulk("sentinel"), BytesFrame::Array(masters)]))
+            encode(&BytesFrame::Array(vec![
+                bulk("sentinel"),
+                BytesFrame::Array(masters),
+            ]))
         }
         ["sentinel", "myid"] => encode(&bulk(core.myid())),
         ["sentinel", "get-master-addr-by-name", _] => match args.get(2).and_then(|n| master(n)) {
-            Some(m) => encode(&BytesFrame::Array(vec![bulk(&m.addr.ip), bulk(&m.addr.port.to_string())])),
+            Some(m) => encode(&BytesFrame::Array(vec![
+                bulk(&m.addr.ip),
+                bulk(&m.addr.port.to_string()),
+            ])),
             None => Bytes::from_static(b"*-1\r\n"),
         },
         ["sentinel", "masters"] => {
@@ -84,9 +90,18 @@ pub fn sentinel_command(core: &Core, quorums: &HashMap<String, u32>, args: &[Str
             Some(m) => ckquorum(&m, quorums.get(&m.name).copied().unwrap_or(1)),
             None => no_such(),
         },
-        ["sentinel", sub @ ("myid" | "masters"), ..] | ["sentinel", sub @ ("get-master-addr-by-name" | "master" | "replicas" | "slaves" | "sentinels" | "ckquorum" | "failover"), ..] => {
-            arity_error(&format!("sentinel|{sub}"))
-        }
+        ["sentinel", sub @ ("myid" | "masters"), ..]
+        | [
+            "sentinel",
+            sub @ ("get-master-addr-by-name"
+            | "master"
+            | "replicas"
+            | "slaves"
+            | "sentinels"
+            | "ckquorum"
+            | "failover"),
+            ..,
+        ] => arity_error(&format!("sentinel|{sub}")),
         ["sentinel", sub, ..] => reply::error(&format!(
             "ERR unknown subcommand '{}'. Try SENTINEL HELP.",
             args.get(1).map_or(*sub, String::as_str)
@@ -125,7 +140,10 @@ fn master_map(m: &MasterView, quorums: &HashMap<String, u32>) -> BytesFrame {
         ("config-epoch", m.config_epoch.to_string()),
         ("num-slaves", m.replicas.len().to_string()),
         ("num-other-sentinels", m.peers.len().to_string()),
-        ("quorum", quorums.get(&m.name).copied().unwrap_or(1).to_string()),
+        (
+            "quorum",
+            quorums.get(&m.name).copied().unwrap_or(1).to_string(),
+        ),
         ("leader", m.leader.clone().unwrap_or_else(|| "?".into())),
         ("leader-epoch", m.leader_epoch.to_string()),
     ]);
@@ -146,13 +164,17 @@ fn ckquorum(m: &MasterView, quorum: u32) -> Bytes {
     }
     let mut text = format!("NOQUORUM {usable} usable Sentinels. ");
     if !quorum_ok {
-        text.push_str("Not enough available Sentinels to reach the specified quorum for this master");
+        text.push_str(
+            "Not enough available Sentinels to reach the specified quorum for this master",
+        );
     }
     if !quorum_ok && !majority_ok {
         text.push_str(". ");
     }
     if !majority_ok {
-        text.push_str("Not enough available Sentinels to reach the majority and authorize a failover");
+        text.push_str(
+            "Not enough available Sentinels to reach the majority and authorize a failover",
+        );
     }
     reply::error(&text)
 }

@@ -35,9 +35,7 @@ pub enum StartError {
     MyId(std::io::Error),
     #[error("sentinel: {0}")]
     Core(#[from] core::ConfigError),
-    #[error(
-        "sentinel.listen is {0}: set sentinel.announce_ip to the address peers should use"
-    )]
+    #[error("sentinel.listen is {0}: set sentinel.announce_ip to the address peers should use")]
     NoAnnounceAddress(SocketAddr),
 }
 
@@ -63,7 +61,10 @@ pub fn start(
     };
     let core_config = core::Config {
         myid: myid.clone(),
-        announce: Addr::new(announce_ip, config.sentinel.announce_port.unwrap_or(listen.port())),
+        announce: Addr::new(
+            announce_ip,
+            config.sentinel.announce_port.unwrap_or(listen.port()),
+        ),
         masters: config
             .services
             .iter()
@@ -85,12 +86,18 @@ pub fn start(
         Some(state) => Core::restore(core_config, state, 0)?,
         None => Core::new(core_config, 0)?,
     };
-    let quorums: HashMap<String, u32> = config.services.iter().map(|s| (s.name.clone(), s.quorum)).collect();
+    let quorums: HashMap<String, u32> = config
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.quorum))
+        .collect();
     if persisted.is_none() {
         // Sentinel flushes its config as soon as it has generated its id.
-        state_file::save(&path, &core.persisted_state(), &quorums).map_err(|source| StateFileError::Io {
-            path: path.clone(),
-            source,
+        state_file::save(&path, &core.persisted_state(), &quorums).map_err(|source| {
+            StateFileError::Io {
+                path: path.clone(),
+                source,
+            }
         })?;
     }
     tracing::info!(myid = core.myid(), epoch = core.current_epoch(), sentinel = %listen, "sentinel control plane starting");
@@ -101,7 +108,10 @@ pub fn start(
         .services
         .first()
         .and_then(|s| s.auth_pass.clone().map(|pass| (s.auth_user.clone(), pass)));
-    let connect_timeout = config.services.first().map_or(Duration::from_secs(1), |s| s.connect_timeout.0);
+    let connect_timeout = config
+        .services
+        .first()
+        .map_or(Duration::from_secs(1), |s| s.connect_timeout.0);
     let mut shell = Shell {
         start: Instant::now(),
         links: HashMap::new(),
@@ -118,7 +128,9 @@ pub fn start(
         next_request: 0,
         core,
     };
-    Ok(tokio::spawn(async move { shell.run(events, calls, shutdown).await }))
+    Ok(tokio::spawn(async move {
+        shell.run(events, calls, shutdown).await
+    }))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -202,7 +214,8 @@ impl Shell {
                         self.handle(Event::ManualFailover { request, master });
                     }
                     None => {
-                        let _ = reply.send(replies::sentinel_command(&self.core, &self.quorums, &args));
+                        let _ =
+                            reply.send(replies::sentinel_command(&self.core, &self.quorums, &args));
                     }
                 }
             }
@@ -223,7 +236,11 @@ impl Shell {
                 Action::Connect { link } => {
                     let alive = self.links.get(&link).is_some_and(LinkHandle::is_alive);
                     if !alive {
-                        let handle = link::spawn(link.clone(), self.link_context.clone(), self.events_tx.clone());
+                        let handle = link::spawn(
+                            link.clone(),
+                            self.link_context.clone(),
+                            self.events_tx.clone(),
+                        );
                         self.links.insert(link, handle);
                     }
                 }
@@ -232,16 +249,28 @@ impl Shell {
                 }
                 Action::SendPing { link } => self.send(&link, LinkRequest::Ping),
                 Action::SendInfo { link } => self.send(&link, LinkRequest::Info),
-                Action::PublishHello { link, payload } => self.send(&link, LinkRequest::PublishHello(payload)),
+                Action::PublishHello { link, payload } => {
+                    self.send(&link, LinkRequest::PublishHello(payload))
+                }
                 Action::AskIsMasterDown {
                     link,
                     ip,
                     port,
                     epoch,
                     runid,
-                } => self.send(&link, LinkRequest::AskIsMasterDown { ip, port, epoch, runid }),
+                } => self.send(
+                    &link,
+                    LinkRequest::AskIsMasterDown {
+                        ip,
+                        port,
+                        epoch,
+                        runid,
+                    },
+                ),
                 Action::SendSlaveOfNoOne { link } => self.send(&link, LinkRequest::SlaveOfNoOne),
-                Action::SendReconfigure { link, master } => self.send(&link, LinkRequest::Reconfigure(master)),
+                Action::SendReconfigure { link, master } => {
+                    self.send(&link, LinkRequest::Reconfigure(master))
+                }
                 Action::ReplyIsMasterDown {
                     request,
                     down,
@@ -283,7 +312,9 @@ impl Shell {
 
     /// Publishes a verified master on the seam the data plane reads.
     fn route(&self, master: &str, addr: &Addr, config_epoch: u64) {
-        let Some(sender) = self.routes.get(master) else { return };
+        let Some(sender) = self.routes.get(master) else {
+            return;
+        };
         let Ok(ip) = addr.ip.parse::<std::net::IpAddr>() else {
             tracing::error!(service = master, addr = %addr, "cannot route to a hostname yet");
             return;

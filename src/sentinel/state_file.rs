@@ -19,7 +19,9 @@ use super::core::{Addr, PersistedMaster, PersistedState};
 pub enum StateFileError {
     #[error("state file {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("state file {path}:{line}: {message} (fix or remove the file; removing it gives this voter a new identity)")]
+    #[error(
+        "state file {path}:{line}: {message} (fix or remove the file; removing it gives this voter a new identity)"
+    )]
     Corrupt {
         path: PathBuf,
         line: usize,
@@ -39,11 +41,13 @@ pub fn load(path: &Path) -> Result<Option<PersistedState>, StateFileError> {
             });
         }
     };
-    parse(&text).map(Some).map_err(|(line, message)| StateFileError::Corrupt {
-        path: path.to_owned(),
-        line,
-        message,
-    })
+    parse(&text)
+        .map(Some)
+        .map_err(|(line, message)| StateFileError::Corrupt {
+            path: path.to_owned(),
+            line,
+            message,
+        })
 }
 
 /// Writes `state` atomically and durably. `quorums` gives each master's
@@ -75,19 +79,29 @@ pub fn new_myid() -> io::Result<String> {
 }
 
 fn render(state: &PersistedState, quorums: &HashMap<String, u32>) -> String {
-    let mut out = String::from("# sentinel-proxy state: written atomically by sentinel-proxy; do not edit.\n");
+    let mut out = String::from(
+        "# sentinel-proxy state: written atomically by sentinel-proxy; do not edit.\n",
+    );
     let _ = writeln!(out, "sentinel myid {}", state.myid);
     let _ = writeln!(out, "sentinel current-epoch {}", state.current_epoch);
     for m in &state.masters {
         let quorum = quorums.get(&m.name).copied().unwrap_or(1);
-        let _ = writeln!(out, "sentinel monitor {} {} {} {quorum}", m.name, m.addr.ip, m.addr.port);
+        let _ = writeln!(
+            out,
+            "sentinel monitor {} {} {} {quorum}",
+            m.name, m.addr.ip, m.addr.port
+        );
         let _ = writeln!(out, "sentinel config-epoch {} {}", m.name, m.config_epoch);
         let _ = writeln!(out, "sentinel leader-epoch {} {}", m.name, m.leader_epoch);
         for r in &m.known_replicas {
             let _ = writeln!(out, "sentinel known-replica {} {} {}", m.name, r.ip, r.port);
         }
         for (runid, a) in &m.known_sentinels {
-            let _ = writeln!(out, "sentinel known-sentinel {} {} {} {runid}", m.name, a.ip, a.port);
+            let _ = writeln!(
+                out,
+                "sentinel known-sentinel {} {} {} {runid}",
+                m.name, a.ip, a.port
+            );
         }
     }
     out
@@ -106,7 +120,9 @@ fn parse(text: &str) -> Result<PersistedState, (usize, String)> {
         let num = |s: &str| s.parse::<u64>().map_err(|_| bad("not a number"));
         let port = |s: &str| s.parse::<u16>().map_err(|_| bad("not a port"));
         match words.as_slice() {
-            ["sentinel", "myid", id] if id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            ["sentinel", "myid", id]
+                if id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
                 state.myid = (*id).to_owned();
             }
             ["sentinel", "myid", ..] => return Err(bad("myid must be 40 hex characters")),
@@ -123,15 +139,17 @@ fn parse(text: &str) -> Result<PersistedState, (usize, String)> {
             }
             ["sentinel", directive, name, rest @ ..] => {
                 let Some(m) = state.masters.iter_mut().find(|m| m.name == *name) else {
-                    return Err(bad("master not declared by an earlier `sentinel monitor` line"));
+                    return Err(bad(
+                        "master not declared by an earlier `sentinel monitor` line",
+                    ));
                 };
                 match (*directive, rest) {
                     ("config-epoch", [e]) => m.config_epoch = num(e)?,
                     ("leader-epoch", [e]) => m.leader_epoch = num(e)?,
                     ("known-replica", [ip, p]) => m.known_replicas.push(Addr::new(*ip, port(p)?)),
-                    ("known-sentinel", [ip, p, runid]) => {
-                        m.known_sentinels.push(((*runid).to_owned(), Addr::new(*ip, port(p)?)))
-                    }
+                    ("known-sentinel", [ip, p, runid]) => m
+                        .known_sentinels
+                        .push(((*runid).to_owned(), Addr::new(*ip, port(p)?))),
                     _ => return Err(bad("unknown directive")),
                 }
             }
@@ -172,8 +190,14 @@ mod tests {
         let quorums = HashMap::from([("mymaster".to_owned(), 2)]);
         save(&path, &sample(), &quorums).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("sentinel monitor mymaster 127.0.0.1 6380 2\n"), "{text}");
-        assert!(text.contains(&format!("sentinel known-sentinel mymaster 127.0.0.1 26380 {}\n", "b".repeat(40))));
+        assert!(
+            text.contains("sentinel monitor mymaster 127.0.0.1 6380 2\n"),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "sentinel known-sentinel mymaster 127.0.0.1 26380 {}\n",
+            "b".repeat(40)
+        )));
         assert_eq!(load(&path).unwrap(), Some(sample()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -183,9 +207,16 @@ mod tests {
         assert_eq!(load(Path::new("/nonexistent/sp.state")).unwrap(), None);
         let err = parse("sentinel myid abc\n").unwrap_err();
         assert_eq!(err.0, 1);
-        let err = parse(&format!("sentinel myid {}\nsentinel config-epoch other 3\n", "a".repeat(40))).unwrap_err();
+        let err = parse(&format!(
+            "sentinel myid {}\nsentinel config-epoch other 3\n",
+            "a".repeat(40)
+        ))
+        .unwrap_err();
         assert_eq!(err.0, 2);
-        assert!(parse("").is_err(), "a file without myid is not a state file");
+        assert!(
+            parse("").is_err(),
+            "a file without myid is not a state file"
+        );
     }
 
     #[test]

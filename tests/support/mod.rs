@@ -188,7 +188,9 @@ impl Proxy {
                     .expect("bind");
                 let addr = listeners.services[0].local_addr().expect("local addr");
                 tx.send(addr).expect("report address");
-                sentinel_proxy::run(config, listeners, stop).await.expect("proxy run");
+                sentinel_proxy::run(config, listeners, stop)
+                    .await
+                    .expect("proxy run");
             });
         });
         let addr = rx.recv_timeout(PATIENCE).expect("proxy did not start");
