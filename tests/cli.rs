@@ -245,6 +245,20 @@ fn unknown_key_after_a_commented_header() {
 }
 
 #[test]
+fn missing_required_key() {
+    let config = TempConfig::new(&BASE.replace("master = \"127.0.0.1:6379\"\n", ""));
+    let out = check(&config.0);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    // The table that lacks it, by its header line.
+    let expected = format!("{}:8: missing field `master`", config.0.display());
+    assert!(
+        err.contains(&expected),
+        "expected {expected:?} in stderr: {err}"
+    );
+}
+
+#[test]
 fn missing_file() {
     let path = std::env::temp_dir().join(format!(
         "sentinel-proxy-cli-missing-{}.toml",
