@@ -6,10 +6,36 @@
 //! jitter Sentinel draws from `rand()` comes from a seeded PRNG, so a run is
 //! fully determined by the config, the seed and the event sequence.
 //!
+//! # What the shell must do
+//!
+//! * Execute each returned batch **in order**. [`Action::Persist`] is a
+//!   barrier: write durably (temp file, fsync, rename) before running the
+//!   next action; if the write fails, drop the rest of the batch and stop
+//!   voting. This is what keeps votes and epochs from getting ahead of disk.
+//!   Persist [`Core::persisted_state`] once at first start.
+//! * Fire [`Event::Tick`] every 50-100 ms (jittered), with `now` in ms from
+//!   any clock; a monotonic one means TILT only trips on real stalls.
+//! * Own one link per [`LinkRef`], keyed by `(master, addr)`: on `Connect`,
+//!   connect unless already connecting; report `LinkUp` once the command
+//!   connection (and, for masters and replicas, the pubsub connection with
+//!   `SUBSCRIBE __sentinel__:hello`) is up, `LinkDown` on failure or drop.
+//!   After `Disconnect`, report nothing more from the old connection, and
+//!   drop replies that arrive on a connection other than the current one.
+//! * Deliver every hello payload (pubsub `message` frames, and `PUBLISH
+//!   __sentinel__:hello` sent to our Sentinel port) raw; parse
+//!   `is-master-down-by-addr` requests and replies (arity and integer
+//!   errors are the shell's replies; malformed replies are dropped).
+//! * Build the MULTI / SLAVEOF / CONFIG REWRITE / CLIENT KILL x2 / EXEC
+//!   transaction for `SendSlaveOfNoOne` / `SendReconfigure`, honouring
+//!   rename-command; the replies need not be reported.
+//! * Publish `PublishEvent`s on the Sentinel port and feed `RouteChanged`
+//!   to the data plane's route watch.
+//!
 //! Module map: `types` (boundary data), `instance` (per-instance state, PING,
 //! SDOWN), `info` (INFO parsing and the reactions to it), `hello` (gossip),
 //! `election` (is-master-down, votes, ODOWN), `failover` (the state machine,
-//! replica selection, switch), `persist` (durable state), `rng` (jitter).
+//! replica selection, switch), `tick` (the periodic timer and TILT),
+//! `config`, `persist` (durable state), `rng` (jitter).
 
 // Untrusted input (hellos, INFO, peer replies) flows through here: no
 // panicking shortcuts outside tests.
@@ -23,6 +49,7 @@
     )
 )]
 
+mod config;
 mod election;
 mod failover;
 mod hello;
@@ -30,8 +57,10 @@ mod info;
 mod instance;
 mod persist;
 mod rng;
+mod tick;
 mod types;
 
+pub use config::{Config, MasterConfig, Timing};
 pub use hello::Hello;
 pub use info::InfoReport;
 pub use persist::{PersistedMaster, PersistedState};
@@ -42,80 +71,6 @@ pub use types::{
 
 use instance::{Common, Master, Peer, Replica};
 use rng::Rng;
-
-/// Sentinel's process-wide timing constants (3.1). Defaults are Redis's;
-/// tests may shrink them like `SENTINEL DEBUG` does.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Timing {
-    pub info_period: u64,
-    pub ping_period: u64,
-    pub ask_period: u64,
-    pub publish_period: u64,
-    pub tilt_trigger: u64,
-    pub tilt_period: u64,
-    pub slave_reconf_timeout: u64,
-    pub min_link_reconnect_period: u64,
-    pub election_timeout: u64,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Timing {
-            info_period: 10_000,
-            ping_period: 1_000,
-            ask_period: 1_000,
-            publish_period: 2_000,
-            tilt_trigger: 2_000,
-            tilt_period: 30_000,
-            slave_reconf_timeout: 10_000,
-            min_link_reconnect_period: 15_000,
-            election_timeout: 10_000,
-        }
-    }
-}
-
-/// One `[[service]]`: a monitored master.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MasterConfig {
-    pub name: String,
-    pub addr: Addr,
-    pub quorum: u32,
-    pub down_after: u64,
-    pub failover_timeout: u64,
-    pub parallel_syncs: u32,
-    /// Pre-seeded replicas (`known-replica`).
-    pub known_replicas: Vec<Addr>,
-    /// Pre-seeded peers `(runid, addr)` (`known-sentinel`).
-    pub known_sentinels: Vec<(String, Addr)>,
-}
-
-impl MasterConfig {
-    /// Sentinel's defaults for everything but name, address and quorum.
-    pub fn new(name: impl Into<String>, addr: Addr, quorum: u32) -> Self {
-        MasterConfig {
-            name: name.into(),
-            addr,
-            quorum,
-            down_after: 30_000,
-            failover_timeout: 180_000,
-            parallel_syncs: 1,
-            known_replicas: Vec::new(),
-            known_sentinels: Vec::new(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// 40 hex chars, stable across restarts.
-    pub myid: String,
-    /// The address peers reach us at (announce-ip/port, or the listen address).
-    pub announce: Addr,
-    pub masters: Vec<MasterConfig>,
-    pub timing: Timing,
-    /// Seed for the failover-start jitter.
-    pub seed: u64,
-}
 
 /// A read-only snapshot of one master, for `SENTINEL MASTER`-style views and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +87,18 @@ pub struct MasterView {
     pub failover_epoch: u64,
     pub replicas: Vec<Addr>,
     pub peers: Vec<(String, Addr)>,
+}
+
+/// Epochs and state of one master, borrowed (cheap enough to call per event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MasterBrief<'a> {
+    /// The address clients should use.
+    pub addr: &'a Addr,
+    pub config_epoch: u64,
+    /// Epoch of our last vote for this master.
+    pub leader_epoch: u64,
+    pub failover_state: FailoverState,
+    pub failover_epoch: u64,
 }
 
 /// State shared by all masters. Kept apart from the masters so one master
@@ -321,17 +288,16 @@ impl Core {
         self.g.tilt
     }
 
-    /// The cheap subset of [`Core::master`]: (current address, config epoch,
-    /// our vote's epoch, failover state, failover epoch).
-    pub fn master_brief(&self, name: &str) -> Option<(&Addr, u64, u64, FailoverState, u64)> {
+    /// The allocation-free subset of [`Core::master`].
+    pub fn master_brief(&self, name: &str) -> Option<MasterBrief<'_>> {
         let m = self.masters.iter().find(|m| m.name == name)?;
-        Some((
-            m.current_addr(),
-            m.config_epoch,
-            m.leader_epoch,
-            m.failover_state,
-            m.failover_epoch,
-        ))
+        Some(MasterBrief {
+            addr: m.current_addr(),
+            config_epoch: m.config_epoch,
+            leader_epoch: m.leader_epoch,
+            failover_state: m.failover_state,
+            failover_epoch: m.failover_epoch,
+        })
     }
 
     pub fn master(&self, name: &str) -> Option<MasterView> {
@@ -471,35 +437,6 @@ impl Core {
         }
     }
 
-    /// The timer (`sentinelTimer`): TILT detection, then every master.
-    fn tick(&mut self, now: u64, out: &mut Vec<Action>) {
-        // A clock jump or a stalled process: our timers can't be trusted.
-        let jumped = self
-            .g
-            .previous_time
-            .is_some_and(|prev| now < prev || now - prev > self.g.timing.tilt_trigger);
-        if jumped {
-            // A new trigger inside TILT restarts the period (and re-announces it).
-            self.g.tilt = true;
-            self.g.tilt_start = now;
-            self.g.event(out, "+tilt", "#tilt mode entered".to_string());
-        }
-        self.g.previous_time = Some(now);
-        if self.g.tilt && elapsed(now, self.g.tilt_start) >= self.g.timing.tilt_period {
-            self.g.tilt = false;
-            self.g.event(out, "-tilt", "#tilt mode exited".to_string());
-        }
-        for m in &mut self.masters {
-            monitor_master(&mut self.g, m, now, out);
-        }
-        // update_config runs after all masters were handled (7.7).
-        for m in &mut self.masters {
-            if m.failover_state == FailoverState::UpdateConfig {
-                failover::switch_to_promoted(&mut self.g, m, now, out);
-            }
-        }
-    }
-
     /// Emit `RouteChanged` whenever a master's (address, config epoch) moved.
     fn emit_routes(&mut self, out: &mut Vec<Action>) {
         for m in &mut self.masters {
@@ -517,141 +454,5 @@ impl Core {
                 m.last_route = Some(cur);
             }
         }
-    }
-}
-
-/// One master's share of a timer tick, in Sentinel's order
-/// (`sentinelHandleRedisInstance`): the master (monitoring, then acting),
-/// then its replicas, then its peers. The order matters: replicas are
-/// polled after the master's state moved, so a fresh ODOWN switches their
-/// INFO to 1 s on the same tick, before `select_slave` runs on the next.
-fn monitor_master(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action>) {
-    let t = g.timing.clone();
-    let down_after = m.down_after;
-    let hello = |g: &Global, m: &Master| {
-        let due = m.c.hello_due(&t, now)
-            || m.replicas.iter().any(|r| r.c.hello_due(&t, now))
-            || m.peers.iter().any(|p| p.c.hello_due(&t, now));
-        due.then(|| {
-            Hello {
-                sentinel_addr: g.announce.clone(),
-                runid: g.myid.clone(),
-                current_epoch: g.current_epoch,
-                master_name: m.name.clone(),
-                master_addr: m.current_addr().clone(),
-                config_epoch: m.config_epoch,
-            }
-            .payload()
-        })
-    };
-    let publish = |c: &mut Common,
-                   payload: &Option<String>,
-                   name: &str,
-                   kind: InstanceKind,
-                   out: &mut Vec<Action>| {
-        if let Some(p) = payload
-            && c.hello_due(&t, now)
-        {
-            c.last_pub_time = Some(now);
-            out.push(Action::PublishHello {
-                link: c.link(name, kind),
-                payload: p.clone(),
-            });
-        }
-    };
-
-    // The master. Monitoring runs even in TILT; acting does not.
-    let payload = hello(g, m);
-    m.c.periodic(
-        &m.name,
-        InstanceKind::Master,
-        down_after,
-        Some(t.info_period),
-        &t,
-        now,
-        out,
-    );
-    publish(&mut m.c, &payload, &m.name, InstanceKind::Master, out);
-    if !g.tilt {
-        let name = m.name.as_str();
-        let change =
-            m.c.check_sdown(name, InstanceKind::Master, true, down_after, &t, now, out);
-        sdown_event(g, change, || m.details(), out);
-        election::check_odown(g, m, now, out);
-        if failover::start_if_needed(g, m, now, out) {
-            election::ask_master_state(g, m, true, now, out);
-        }
-        failover::step(g, m, now, out);
-        election::ask_master_state(g, m, false, now, out);
-    }
-
-    // Replicas and peers (the state above may have changed the hello).
-    let payload = hello(g, m);
-    let fast_info = m.o_down || m.failover_state != FailoverState::None;
-    let name = m.name.as_str();
-    let ma = &m.c.addr;
-    let at = || format!("@ {name} {} {}", ma.ip, ma.port);
-    for r in &mut m.replicas {
-        let period = if fast_info || r.master_link_down_ms > 0 {
-            t.ping_period
-        } else {
-            t.info_period
-        };
-        r.c.periodic(
-            name,
-            InstanceKind::Replica,
-            down_after,
-            Some(period),
-            &t,
-            now,
-            out,
-        );
-        publish(&mut r.c, &payload, name, InstanceKind::Replica, out);
-        if !g.tilt {
-            let change =
-                r.c.check_sdown(name, InstanceKind::Replica, false, down_after, &t, now, out);
-            let a = &r.c.addr;
-            sdown_event(
-                g,
-                change,
-                || format!("slave {a} {} {} {}", a.ip, a.port, at()),
-                out,
-            );
-        }
-    }
-    for p in &mut m.peers {
-        p.c.periodic(name, InstanceKind::Sentinel, down_after, None, &t, now, out);
-        publish(&mut p.c, &payload, name, InstanceKind::Sentinel, out);
-        if !g.tilt {
-            let change = p.c.check_sdown(
-                name,
-                InstanceKind::Sentinel,
-                false,
-                down_after,
-                &t,
-                now,
-                out,
-            );
-            let (a, id) = (&p.c.addr, &p.runid);
-            sdown_event(
-                g,
-                change,
-                || format!("sentinel {id} {} {} {}", a.ip, a.port, at()),
-                out,
-            );
-        }
-    }
-}
-
-fn sdown_event(
-    g: &Global,
-    change: Option<bool>,
-    details: impl FnOnce() -> String,
-    out: &mut Vec<Action>,
-) {
-    match change {
-        Some(true) => g.event(out, "+sdown", details()),
-        Some(false) => g.event(out, "-sdown", details()),
-        None => {}
     }
 }

@@ -210,7 +210,7 @@ pub enum Action {
     SendSlaveOfNoOne {
         link: LinkRef,
     },
-    /// MULTI / SLAVEOF <master> / CONFIG REWRITE / CLIENT KILL x2 / EXEC.
+    /// MULTI / SLAVEOF `master` / CONFIG REWRITE / CLIENT KILL x2 / EXEC.
     SendReconfigure {
         link: LinkRef,
         master: Addr,

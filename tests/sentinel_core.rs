@@ -1,0 +1,484 @@
+//! Scripted, single-voter tests of the core's observable behaviour against
+//! the protocol document: vote semantics (4.3), TILT (3.7), hello processing
+//! (2.4), replica selection (6), the failover event sequence (8) and
+//! `SENTINEL FAILOVER` replies.
+
+use std::collections::BTreeMap;
+
+use sentinel_proxy::sentinel::core::{
+    Action, Addr, Config, ConfigError, Core, Event, FailoverRefused, FailoverState, InfoReport,
+    InstanceKind, LinkRef, MasterConfig, PersistedState, PingReply, Timing,
+};
+
+const ME: &str = "1111111111111111111111111111111111111111";
+const PEER: &str = "2222222222222222222222222222222222222222";
+const AAAA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const BBBB: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const T0: u64 = 1_000_000;
+
+fn addr(port: u16) -> Addr {
+    Addr::new("127.0.0.1", port)
+}
+
+fn config(quorum: u32) -> Config {
+    let mut mc = MasterConfig::new("mymaster", addr(27000), quorum);
+    mc.down_after = 3_000;
+    mc.failover_timeout = 20_000;
+    Config {
+        myid: ME.into(),
+        announce: addr(28000),
+        masters: vec![mc],
+        timing: Timing::default(),
+        seed: 7,
+    }
+}
+
+fn events(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PublishEvent { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn vote(core: &mut Core, epoch: u64, runid: &str, now: u64) -> (Vec<Action>, (bool, String, u64)) {
+    let out = core.handle(
+        Event::IsMasterDownRequest {
+            request: 9,
+            ip: "127.0.0.1".into(),
+            port: 27000,
+            epoch,
+            runid: (runid != "*").then(|| runid.to_string()),
+        },
+        now,
+    );
+    let reply = out
+        .iter()
+        .find_map(|a| match a {
+            Action::ReplyIsMasterDown {
+                down,
+                leader,
+                leader_epoch,
+                ..
+            } => Some((*down, leader.clone(), *leader_epoch)),
+            _ => None,
+        })
+        .expect("a reply");
+    (out, reply)
+}
+
+#[test]
+fn votes_follow_the_lab_examples_and_are_persisted_before_the_reply() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    core.handle(Event::Tick, T0);
+    let (_, r) = vote(&mut core, 0, "*", T0 + 10);
+    assert_eq!(r, (false, "*".into(), 0));
+
+    let (out, r) = vote(&mut core, 10, AAAA, T0 + 20);
+    assert_eq!(r, (false, AAAA.into(), 10));
+    let persist = out
+        .iter()
+        .position(|a| matches!(a, Action::Persist { .. }))
+        .expect("vote persisted");
+    let reply = out
+        .iter()
+        .position(|a| matches!(a, Action::ReplyIsMasterDown { .. }))
+        .unwrap();
+    assert!(persist < reply, "Persist must come before the reply");
+    match &out[persist] {
+        Action::Persist { state } => {
+            assert_eq!(state.current_epoch, 10);
+            assert_eq!(state.masters[0].leader_epoch, 10);
+            assert_eq!(state.masters[0].leader.as_deref(), Some(AAAA));
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(events(&out), ["+new-epoch", "+vote-for-leader"]);
+
+    // Same epoch, other candidate: first come first served, nothing persisted.
+    let (out, r) = vote(&mut core, 10, BBBB, T0 + 30);
+    assert_eq!(r, (false, AAAA.into(), 10));
+    assert!(!out.iter().any(|a| matches!(a, Action::Persist { .. })));
+    // Older epoch: the existing vote is returned.
+    assert_eq!(
+        vote(&mut core, 9, BBBB, T0 + 40).1,
+        (false, AAAA.into(), 10)
+    );
+    // Newer epoch: a new vote.
+    assert_eq!(
+        vote(&mut core, 11, BBBB, T0 + 50).1,
+        (false, BBBB.into(), 11)
+    );
+    assert_eq!(core.current_epoch(), 11);
+
+    // Unknown master address.
+    let out = core.handle(
+        Event::IsMasterDownRequest {
+            request: 1,
+            ip: "10.9.9.9".into(),
+            port: 1,
+            epoch: 99,
+            runid: Some(AAAA.into()),
+        },
+        T0 + 60,
+    );
+    assert!(out.contains(&Action::ReplyIsMasterDown {
+        request: 1,
+        down: false,
+        leader: "*".into(),
+        leader_epoch: 0
+    }));
+    assert_eq!(core.current_epoch(), 11);
+}
+
+#[test]
+fn a_restarted_voter_keeps_its_vote() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let (out, _) = vote(&mut core, 5, AAAA, T0);
+    let state = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist { state } => Some(state.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut again = Core::restore(config(2), &state, T0 + 1).unwrap();
+    assert_eq!(again.current_epoch(), 5);
+    assert_eq!(vote(&mut again, 5, BBBB, T0 + 2).1, (false, AAAA.into(), 5));
+
+    let mut wrong = state.clone();
+    wrong.myid = BBBB.into();
+    assert!(matches!(
+        Core::restore(config(2), &wrong, T0),
+        Err(ConfigError::MyIdMismatch { .. })
+    ));
+}
+
+#[test]
+fn config_is_validated() {
+    let mut c = config(2);
+    c.myid = "short".into();
+    assert!(matches!(Core::new(c, 0), Err(ConfigError::BadMyId(_))));
+    let mut c = config(0);
+    c.masters[0].quorum = 0;
+    assert!(matches!(Core::new(c, 0), Err(ConfigError::BadQuorum(_))));
+    let mut c = config(1);
+    c.masters[0].name = "a,b".into();
+    assert!(matches!(
+        Core::new(c, 0),
+        Err(ConfigError::BadMasterName(_))
+    ));
+}
+
+#[test]
+fn tilt_on_clock_jump_answers_down_0_but_still_votes() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    core.handle(Event::Tick, T0);
+    let out = core.handle(Event::Tick, T0 + 2_500);
+    assert_eq!(events(&out), ["+tilt"]);
+    assert!(core.in_tilt());
+    let (_, r) = vote(&mut core, 3, AAAA, T0 + 2_600);
+    assert_eq!(r, (false, AAAA.into(), 3));
+    // Backwards jump re-triggers and restarts the period.
+    let out = core.handle(Event::Tick, T0 + 1_000);
+    assert_eq!(events(&out), ["+tilt"]);
+    let mut now = T0 + 1_000;
+    let mut exited = false;
+    while now < T0 + 40_000 {
+        now += 100;
+        if events(&core.handle(Event::Tick, now)).contains(&"-tilt".to_string()) {
+            exited = true;
+            break;
+        }
+    }
+    assert!(exited);
+    assert_eq!(now, T0 + 1_000 + 30_000);
+}
+
+#[test]
+fn hellos_discover_peers_raise_epochs_and_switch_master() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let first = core.handle(Event::Tick, T0);
+    assert!(first.contains(&Action::RouteChanged {
+        master: "mymaster".into(),
+        addr: addr(27000),
+        config_epoch: 0
+    }));
+    // Our own echo is ignored.
+    let own = format!("127.0.0.1,28000,{ME},0,mymaster,127.0.0.1,27000,0");
+    assert!(
+        core.handle(Event::HelloReceived { payload: own }, T0)
+            .is_empty()
+    );
+
+    let hello = format!("127.0.0.1,28001,{PEER},3,mymaster,127.0.0.1,27000,0");
+    let out = core.handle(Event::HelloReceived { payload: hello }, T0 + 1);
+    assert_eq!(events(&out), ["+sentinel", "+new-epoch"]);
+    assert!(matches!(out.first(), Some(Action::PublishEvent { .. })));
+    assert!(out.iter().any(|a| matches!(a, Action::Persist { .. })));
+    assert_eq!(core.current_epoch(), 3);
+    assert_eq!(core.master("mymaster").unwrap().peers.len(), 1);
+
+    let newer = format!("127.0.0.1,28001,{PEER},3,mymaster,127.0.0.1,27002,2");
+    let out = core.handle(Event::HelloReceived { payload: newer }, T0 + 2);
+    assert_eq!(
+        events(&out),
+        ["+config-update-from", "+switch-master", "+slave"]
+    );
+    assert!(out.contains(&Action::RouteChanged {
+        master: "mymaster".into(),
+        addr: addr(27002),
+        config_epoch: 2
+    }));
+    let m = core.master("mymaster").unwrap();
+    assert_eq!(m.addr, addr(27002));
+    assert_eq!(
+        m.replicas,
+        vec![addr(27000)],
+        "old master kept as a replica"
+    );
+
+    // An older config never wins.
+    let older = format!("127.0.0.1,28001,{PEER},3,mymaster,127.0.0.1,27000,1");
+    core.handle(Event::HelloReceived { payload: older }, T0 + 3);
+    assert_eq!(core.master("mymaster").unwrap().addr, addr(27002));
+
+    // Same runid at a new address replaces the entry.
+    let moved = format!("127.0.0.9,28001,{PEER},3,mymaster,127.0.0.1,27002,2");
+    let out = core.handle(Event::HelloReceived { payload: moved }, T0 + 4);
+    assert_eq!(events(&out), ["+sentinel-address-switch"]);
+    assert_eq!(
+        core.master("mymaster").unwrap().peers,
+        vec![(PEER.to_string(), Addr::new("127.0.0.9", 28001))]
+    );
+}
+
+/// A tiny scripted world answering PING/INFO/SLAVEOF immediately.
+struct World {
+    up: BTreeMap<u16, bool>,
+    /// port -> Some(master port) for replicas, None for masters.
+    role: BTreeMap<u16, Option<u16>>,
+    priority: BTreeMap<u16, u32>,
+    offset: BTreeMap<u16, u64>,
+    log: Vec<String>,
+}
+
+impl World {
+    fn info(&self, port: u16) -> String {
+        match self.role.get(&port).copied().flatten() {
+            None => {
+                let mut s = String::from("role:master\r\n");
+                for (p, r) in &self.role {
+                    if *r == Some(port) && self.up[p] {
+                        s.push_str(&format!("slave0:ip=127.0.0.1,port={p},state=online\r\n"));
+                    }
+                }
+                s
+            }
+            Some(m) => {
+                let link = if self.up[&m] { "up" } else { "down" };
+                format!(
+                    "role:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:{m}\r\n\
+                     master_link_status:{link}\r\nslave_priority:{}\r\nslave_repl_offset:{}\r\n",
+                    self.priority.get(&port).unwrap_or(&100),
+                    self.offset.get(&port).unwrap_or(&0)
+                )
+            }
+        }
+    }
+
+    /// Run ticks every 100 ms until `until`, answering every action at once.
+    fn run(&mut self, core: &mut Core, from: u64, until: u64) {
+        let mut now = from;
+        while now < until {
+            now += 100;
+            let mut queue = vec![Event::Tick];
+            while let Some(ev) = queue.pop() {
+                for a in core.handle(ev, now) {
+                    self.answer(a, &mut queue);
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, a: Action, queue: &mut Vec<Event>) {
+        let port = |l: &LinkRef| l.addr.port;
+        match a {
+            Action::Connect { link } if self.up[&port(&link)] => queue.push(Event::LinkUp { link }),
+            Action::Connect { link } => queue.push(Event::LinkDown { link }),
+            Action::SendPing { link } if self.up[&port(&link)] => queue.push(Event::PingReply {
+                link,
+                reply: PingReply::Pong,
+            }),
+            Action::SendInfo { link } if self.up[&port(&link)] => {
+                let info = InfoReport::parse(&self.info(port(&link)));
+                queue.push(Event::InfoReply { link, info });
+            }
+            Action::SendSlaveOfNoOne { link } => {
+                self.role.insert(port(&link), None);
+            }
+            Action::SendReconfigure { link, master } => {
+                self.role.insert(port(&link), Some(master.port));
+            }
+            Action::PublishEvent { name, .. } => self.log.push(name),
+            _ => {}
+        }
+    }
+}
+
+fn world() -> World {
+    World {
+        up: [(27000, true), (27001, true), (27002, true)].into(),
+        role: [(27000, None), (27001, Some(27000)), (27002, Some(27000))].into(),
+        priority: [(27001, 100), (27002, 50)].into(),
+        offset: [(27001, 10), (27002, 10)].into(),
+        log: Vec::new(),
+    }
+}
+
+#[test]
+fn single_voter_failover_matches_the_lab_sequence() {
+    let mut core = Core::new(config(1), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    assert_eq!(core.master("mymaster").unwrap().replicas.len(), 2);
+    assert_eq!(w.log, ["+slave", "+slave"]);
+    w.log.clear();
+
+    w.up.insert(27000, false);
+    w.run(&mut core, T0 + 2_000, T0 + 12_000);
+    let m = core.master("mymaster").unwrap();
+    assert_eq!(m.addr, addr(27002), "priority 50 wins: {:?}", w.log);
+    assert_eq!(m.config_epoch, 1);
+    assert_eq!(m.failover_state, FailoverState::None);
+    let expected = [
+        "+sdown",
+        "+odown",
+        "+new-epoch",
+        "+try-failover",
+        "+vote-for-leader",
+        "+elected-leader",
+        "+failover-state-select-slave",
+        "+selected-slave",
+        "+failover-state-send-slaveof-noone",
+        "+failover-state-wait-promotion",
+        "-role-change",
+        "+promoted-slave",
+        "+failover-state-reconf-slaves",
+        "+slave-reconf-sent",
+        "+slave-reconf-inprog",
+        "+slave-reconf-done",
+        "+failover-end",
+        "+switch-master",
+        "+slave",
+        "+slave",
+        "+sdown",
+    ];
+    // `expected` must appear in this order (other events may interleave).
+    let mut it = w.log.iter();
+    for e in expected {
+        assert!(it.any(|s| s == e), "missing {e} in order; got {:?}", w.log);
+    }
+    assert_eq!(w.role[&27001], Some(27002));
+
+    // The old master returns as a master and is demoted after the 8 s grace.
+    w.up.insert(27000, true);
+    w.log.clear();
+    w.run(&mut core, T0 + 12_000, T0 + 40_000);
+    assert!(
+        w.log.contains(&"+convert-to-slave".to_string()),
+        "{:?}",
+        w.log
+    );
+    assert_eq!(w.role[&27000], Some(27002));
+}
+
+#[test]
+fn replica_selection_prefers_priority_then_offset_then_runid_and_skips_priority_0() {
+    let mut core = Core::new(config(1), T0).unwrap();
+    let mut w = world();
+    w.priority.insert(27002, 100);
+    w.offset.insert(27001, 5);
+    w.offset.insert(27002, 9);
+    w.run(&mut core, T0, T0 + 2_000);
+    w.up.insert(27000, false);
+    w.run(&mut core, T0 + 2_000, T0 + 12_000);
+    assert_eq!(
+        core.master("mymaster").unwrap().addr,
+        addr(27002),
+        "higher offset"
+    );
+
+    let mut core = Core::new(config(1), T0).unwrap();
+    let mut w = world();
+    w.priority.insert(27002, 0);
+    w.priority.insert(27001, 100);
+    w.run(&mut core, T0, T0 + 2_000);
+    w.up.insert(27000, false);
+    w.run(&mut core, T0 + 2_000, T0 + 12_000);
+    assert_eq!(
+        core.master("mymaster").unwrap().addr,
+        addr(27001),
+        "priority 0 never"
+    );
+}
+
+#[test]
+fn manual_failover_replies() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let ask = |core: &mut Core, name: &str, now| {
+        core.handle(
+            Event::ManualFailover {
+                request: 4,
+                master: name.into(),
+            },
+            now,
+        )
+        .into_iter()
+        .find_map(|a| match a {
+            Action::ManualFailoverReply { result, .. } => Some(result),
+            _ => None,
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        ask(&mut core, "nope", T0),
+        Err(FailoverRefused::NoSuchMaster)
+    );
+    assert_eq!(
+        ask(&mut core, "mymaster", T0),
+        Err(FailoverRefused::NoGoodSlave)
+    );
+    assert_eq!(
+        FailoverRefused::NoGoodSlave.to_string(),
+        "NOGOODSLAVE No suitable replica to promote"
+    );
+
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    assert_eq!(ask(&mut core, "mymaster", T0 + 2_000), Ok(()));
+    assert_eq!(
+        ask(&mut core, "mymaster", T0 + 2_001),
+        Err(FailoverRefused::InProgress)
+    );
+    // Forced: no majority needed (quorum 2, no peers), the master is healthy.
+    w.run(&mut core, T0 + 2_001, T0 + 20_000);
+    let m = core.master("mymaster").unwrap();
+    assert_eq!(m.addr, addr(27002));
+    assert_eq!(m.config_epoch, 1);
+    assert_eq!(w.role[&27000], Some(27002), "old master reconfigured");
+}
+
+#[test]
+fn persisted_state_round_trips() {
+    let mut core = Core::new(config(1), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    let s: PersistedState = core.persisted_state();
+    assert_eq!(s.masters[0].known_replicas, vec![addr(27001), addr(27002)]);
+    let back = Core::restore(config(1), &s, T0).unwrap();
+    assert_eq!(back.persisted_state(), s);
+    let _ = InstanceKind::Master;
+}
