@@ -309,7 +309,7 @@ impl Config {
         let invalid = |service: Option<usize>, key: &str, message: String| {
             let (line, key) = match service {
                 Some(i) => (
-                    line_of_key(text, "[[service]]", i, key),
+                    line_of_key(text, "service", i, key),
                     format!("service.{key}"),
                 ),
                 None => (0, key.to_owned()),
@@ -334,7 +334,7 @@ impl Config {
         if let Some(other) = listens.insert(self.admin.listen, "admin.listen".into()) {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
-                line: line_of_key(text, "[admin]", 0, "listen"),
+                line: line_of_key(text, "admin", 0, "listen"),
                 key: Some("admin.listen".into()),
                 message: format!("address {} is already used by `{other}`", self.admin.listen),
             });
@@ -422,43 +422,44 @@ fn place_of_offset(text: &str, offset: usize) -> (usize, Option<String>) {
     let before = text.get(..offset.min(text.len())).unwrap_or("");
     let line_no = before.matches('\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("");
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
-        .filter(|k| !k.is_empty() && !k.starts_with('['));
-    let table = section_at(text, line_no);
-    let key = key.map(|k| match table {
+    let table = text.lines().take(line_no).filter_map(table_name).last();
+    let key = key_name(line).map(|k| match table {
         Some(t) => format!("{t}.{k}"),
-        None => k,
+        None => k.to_owned(),
     });
     (line_no, key)
 }
 
-/// The name of the `[table]` or `[[table]]` that encloses line `line_no`.
-fn section_at(text: &str, line_no: usize) -> Option<String> {
-    text.lines()
-        .take(line_no)
-        .filter_map(|l| {
-            let l = l.trim();
-            l.starts_with('[')
-                .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
-        })
-        .last()
+/// The table a `[table]` or `[[table]]` header line opens (comments allowed).
+fn table_name(line: &str) -> Option<&str> {
+    let line = line.split('#').next().unwrap_or("").trim();
+    let inner = line.strip_prefix('[')?.strip_suffix(']')?;
+    let inner = inner
+        .strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(inner);
+    Some(inner.trim().trim_matches('"'))
 }
 
-/// The 1-based line where `key` is set inside the `index`-th `header` table
+/// The key a `key = value` line sets.
+fn key_name(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('[') && !key.starts_with('#')).then_some(key)
+}
+
+/// The 1-based line where `key` is set inside the `index`-th `table` table
 /// (0 if it is not written there, for example when a default applies).
-fn line_of_key(text: &str, header: &str, index: usize, key: &str) -> usize {
+fn line_of_key(text: &str, table: &str, index: usize, key: &str) -> usize {
     let mut tables_seen = 0;
     let mut inside = false;
     for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            inside = line == header && tables_seen == index;
-            tables_seen += usize::from(line == header);
+        if let Some(name) = table_name(line) {
+            inside = name == table && tables_seen == index;
+            tables_seen += usize::from(name == table);
             continue;
         }
-        if inside && line.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+        if inside && key_name(line) == Some(key) {
             return n + 1;
         }
     }

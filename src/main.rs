@@ -79,6 +79,15 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    // Handlers go in before the ports open: a supervisor that sees the port
+    // and sends SIGTERM at once must get a graceful stop, not the default kill.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("sentinel-proxy: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listeners = match sentinel_proxy::Listeners::bind(&config).await {
         Ok(listeners) => listeners,
         Err(e) => {
@@ -87,7 +96,7 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(signals.stop_on_signal(shutdown.clone()));
     match sentinel_proxy::run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -97,21 +106,28 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-/// SIGTERM or SIGINT starts a graceful shutdown.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, which start a graceful shutdown.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    shutdown.cancel();
+
+    async fn stop_on_signal(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+        shutdown.cancel();
+    }
 }
 
 fn init_tracing(format: LogFormat) {

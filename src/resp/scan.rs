@@ -58,6 +58,8 @@ pub enum ProtocolError {
     TooBigInline,
     #[error("too big mbulk count string")]
     TooBigCountLine,
+    #[error("too big bulk count string")]
+    TooBigBulkCountLine,
     #[error("invalid frame type byte 0x{0:02x}")]
     BadType(u8),
     #[error("invalid length in '{}' header", char::from(*.0))]
@@ -263,8 +265,10 @@ impl Scanner {
                         && rest.first() != Some(&b'*');
                     return Err(if inline {
                         ProtocolError::TooBigInline
-                    } else if self.dir == Direction::Request {
+                    } else if self.dir == Direction::Request && self.stack.is_empty() {
                         ProtocolError::TooBigCountLine
+                    } else if self.dir == Direction::Request {
+                        ProtocolError::TooBigBulkCountLine
                     } else {
                         ProtocolError::BadLength(rest.first().copied().unwrap_or(0))
                     });
@@ -288,6 +292,13 @@ impl Scanner {
                 self.at_frame_start = true;
                 return Ok(true);
             }
+        }
+        if self.dir == Direction::Request && !self.stack.is_empty() && line.first() != Some(&b'$') {
+            // What Redis checks first inside a multibulk (an empty line
+            // included: it reports the CR or LF it found).
+            return Err(ProtocolError::ExpectedBulk(
+                line.first().copied().unwrap_or(b'\n'),
+            ));
         }
         let line = line.strip_suffix(b"\r").ok_or(ProtocolError::MissingCrlf)?;
         let (&kind, body) = line.split_first().ok_or(ProtocolError::BadType(b'\n'))?;
