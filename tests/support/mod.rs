@@ -2,6 +2,8 @@
 //! on free loopback ports, killed by pid when dropped.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

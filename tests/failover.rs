@@ -1,0 +1,563 @@
+//! Failover end to end: real redis-server masters and replicas, voter
+//! sentinel-proxy processes and real Sentinels (`redis-server --sentinel`),
+//! all on loopback. Every wait is a poll with a deadline; every process is
+//! killed by pid when its handle drops.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::cluster::{
+    self, FAILOVER_PATIENCE, RealSentinel, TempDir, Trio, VoterProxy, VoterSpec, config_epoch,
+    current_epoch_in, logged_event, master_addr_by_name, masters_among, poll, replica_of,
+    sentinel_master, sentinel_myid, wait_discovered, wait_new_master, wait_same_epoch,
+};
+use support::{PATIENCE, free_port, proxy_binary, text};
+
+/// Three voters (quorum 2, down_after 1s) watching a fresh master and two
+/// replicas, with everyone discovered.
+fn three_voters() -> (Trio, Vec<VoterProxy>) {
+    let trio = Trio::start();
+    let spec = VoterSpec::new(trio.master.addr(), 2, "1s", "20s");
+    let voters: Vec<VoterProxy> = (0..3).map(|_| VoterProxy::start(&spec)).collect();
+    wait_discovered(&sentinel_addrs(&voters), 2);
+    (trio, voters)
+}
+
+fn sentinel_addrs(voters: &[VoterProxy]) -> Vec<SocketAddr> {
+    voters.iter().map(|v| v.sentinel_addr).collect()
+}
+
+/// The replica that is not `promoted` follows it (its INFO says so).
+fn wait_repointed(trio: &Trio, promoted: SocketAddr) {
+    let other = trio
+        .replica_addrs()
+        .into_iter()
+        .find(|&a| a != promoted)
+        .expect("another replica");
+    poll(
+        "the other replica to follow the new master",
+        FAILOVER_PATIENCE,
+        || match replica_of(other) {
+            Some(m) if m == promoted => Ok(()),
+            m => Err(format!("{other} follows {m:?}")),
+        },
+    );
+}
+
+/// A new session through each voter's data port writes to `promoted`.
+fn writes_reach(voters: &[VoterProxy], promoted: SocketAddr, tag: &str) {
+    let mut direct = support::Client::connect(promoted);
+    for (i, v) in voters.iter().enumerate() {
+        let key = format!("failover:{tag}:{i}");
+        let mut session = v.client();
+        assert_eq!(
+            text(&session.cmd(&["SET", &key, "written-through-proxy"])),
+            "OK",
+            "SET through voter {i}"
+        );
+        assert_eq!(
+            text(&direct.cmd(&["GET", &key])),
+            "written-through-proxy",
+            "key {key} on the new master {promoted}"
+        );
+    }
+}
+
+#[test]
+fn kill_9_of_the_master_promotes_a_replica_and_moves_every_voter() {
+    let (mut trio, voters) = three_voters();
+    let members = sentinel_addrs(&voters);
+    let old = trio.master.addr();
+    trio.master.kill();
+
+    let promoted = wait_new_master(&members, &trio.replica_addrs());
+    assert_ne!(promoted, old);
+    wait_repointed(&trio, promoted);
+    let epoch = wait_same_epoch(&members);
+    assert!(epoch >= 1, "config epoch {epoch}");
+    writes_reach(&voters, promoted, "kill9");
+}
+
+#[test]
+fn sigstop_of_the_master_fails_over_and_the_old_master_rejoins_as_a_replica() {
+    let (trio, voters) = three_voters();
+    let members = sentinel_addrs(&voters);
+    let old = trio.master.addr();
+    trio.master.stop();
+
+    let promoted = wait_new_master(&members, &trio.replica_addrs());
+    wait_repointed(&trio, promoted);
+    wait_same_epoch(&members);
+    trio.master.cont();
+
+    // Sentinel converts a returning old master after a grace period (~8 s
+    // in Redis Sentinel, plus INFO polling): allow a minute.
+    poll(
+        "the old master to become a replica of the new one",
+        FAILOVER_PATIENCE,
+        || match replica_of(old) {
+            Some(m) if m == promoted => Ok(()),
+            m => Err(format!("{old} follows {m:?}")),
+        },
+    );
+    for &m in &members {
+        assert_eq!(
+            master_addr_by_name(m),
+            Ok(promoted),
+            "voter {m} after the old master came back"
+        );
+    }
+    writes_reach(&voters, promoted, "sigstop");
+}
+
+#[test]
+fn no_failover_when_only_a_minority_of_voters_is_alive() {
+    let (mut trio, mut voters) = three_voters();
+    let old = trio.master.addr();
+    voters[1].kill();
+    voters[2].kill();
+    trio.master.kill();
+    let survivor = voters[0].sentinel_addr;
+
+    // The survivor notices the master is gone...
+    poll(
+        "the surviving voter to see the master subjectively down",
+        FAILOVER_PATIENCE,
+        || {
+            let fields = sentinel_master(survivor)?;
+            let flags = fields.get("flags").cloned().unwrap_or_default();
+            if flags.split(',').any(|f| f == "s_down") {
+                Ok(())
+            } else {
+                Err(format!("flags {flags}"))
+            }
+        },
+    );
+    // ...and then must not act on it. This is a bounded negative check: over
+    // a window of 6 x down_after (polling), the survivor keeps reporting the
+    // old master and no replica becomes master. It cannot prove "never".
+    let window = Instant::now() + 6 * Duration::from_secs(1);
+    while Instant::now() < window {
+        assert_eq!(
+            master_addr_by_name(survivor),
+            Ok(old),
+            "a lone voter must not switch master"
+        );
+        let masters = masters_among(&trio.replica_addrs());
+        assert!(
+            masters.is_empty(),
+            "a replica was promoted without a majority: {masters:?}"
+        );
+        let fields = sentinel_master(survivor).expect("SENTINEL master");
+        let flags = fields.get("flags").cloned().unwrap_or_default();
+        assert!(
+            !flags.contains("o_down"),
+            "ODOWN with one voter of quorum 2: {flags}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_restarted_voter_keeps_its_myid_and_epochs() {
+    let (mut trio, mut voters) = three_voters();
+    let members = sentinel_addrs(&voters);
+    trio.master.kill();
+    let promoted = wait_new_master(&members, &trio.replica_addrs());
+    let epoch = wait_same_epoch(&members);
+
+    let voter = &mut voters[0];
+    let addr = voter.sentinel_addr;
+    let myid = sentinel_myid(addr).expect("myid");
+    let current = poll("the state file to hold the current epoch", PATIENCE, || {
+        current_epoch_in(&voter.state_file())
+            .filter(|&e| e >= epoch)
+            .ok_or_else(|| {
+                format!(
+                    "state file: {}",
+                    std::fs::read_to_string(voter.state_file()).unwrap_or_default()
+                )
+            })
+    });
+
+    voter.kill();
+    voter.restart();
+    assert_eq!(
+        sentinel_myid(addr).as_deref(),
+        Ok(myid.as_str()),
+        "myid after restart"
+    );
+    assert_eq!(
+        config_epoch(addr),
+        Ok(epoch),
+        "config epoch right after restart"
+    );
+    assert_eq!(
+        master_addr_by_name(addr),
+        Ok(promoted),
+        "master right after restart"
+    );
+    let restarted_current =
+        current_epoch_in(&voter.state_file()).expect("current epoch in the state file");
+    assert!(
+        restarted_current >= current,
+        "current epoch went from {current} to {restarted_current}"
+    );
+
+    // Never lower while it reconnects and rediscovers its peers.
+    poll(
+        "the restarted voter to rediscover its peers",
+        FAILOVER_PATIENCE,
+        || {
+            let e = config_epoch(addr)?;
+            assert!(
+                e >= epoch,
+                "config epoch went from {epoch} to {e} after restart"
+            );
+            let c = current_epoch_in(&voter.state_file()).unwrap_or(0);
+            assert!(
+                c >= current,
+                "current epoch went from {current} to {c} after restart"
+            );
+            assert_eq!(sentinel_myid(addr)?, myid);
+            let others = sentinel_master(addr)?
+                .get("num-other-sentinels")
+                .cloned()
+                .unwrap_or_default();
+            if others == "2" {
+                Ok(())
+            } else {
+                Err(format!("num-other-sentinels={others}"))
+            }
+        },
+    );
+    assert_eq!(master_addr_by_name(addr), Ok(promoted));
+    // Same identity, so the other voters count it once (no ghost voter).
+    for other in &members[1..] {
+        let others = sentinel_master(*other)
+            .expect("SENTINEL master")
+            .get("num-other-sentinels")
+            .cloned();
+        assert_eq!(
+            others.as_deref(),
+            Some("2"),
+            "voter {other} after the restart"
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_state_file_stops_the_voter_with_a_message_naming_it() {
+    let dir = TempDir::new("corrupt");
+    let state = dir.join("sentinel-proxy.state");
+    cluster::write_file(
+        &state,
+        "sentinel myid not-a-valid-id\nsentinel current-epoch banana\n",
+    );
+    let config = dir.join("config.toml");
+    cluster::write_file(
+        &config,
+        &format!(
+            r#"
+[sentinel]
+role = "voter"
+listen = "127.0.0.1:{}"
+state_file = "{}"
+
+[admin]
+listen = "127.0.0.1:{}"
+
+[[service]]
+name = "mymaster"
+listen = "127.0.0.1:{}"
+master = "127.0.0.1:{}"
+down_after = "1s"
+"#,
+            free_port(),
+            state.display(),
+            free_port(),
+            free_port(),
+            free_port(),
+        ),
+    );
+    let mut child = proxy_binary()
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sentinel-proxy");
+    let status = poll(
+        "the voter to exit on a corrupt state file",
+        PATIENCE,
+        || {
+            child
+                .try_wait()
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "still running".to_owned())
+        },
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(
+        !status.success(),
+        "exit status {status:?}; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&state.display().to_string()),
+        "stderr does not name {}: {stderr}",
+        state.display()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&state).expect("state file"),
+        "sentinel myid not-a-valid-id\nsentinel current-epoch banana\n",
+        "a corrupt state file must be left alone"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Mixed quorums: real Sentinels and voter proxies in one quorum (quorum 2).
+
+enum Member {
+    Real(RealSentinel),
+    Proxy(VoterProxy),
+}
+
+impl Member {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Member::Real(s) => s.addr,
+            Member::Proxy(p) => p.sentinel_addr,
+        }
+    }
+
+    fn log(&self) -> String {
+        match self {
+            Member::Real(s) => s.log(),
+            Member::Proxy(p) => p.stderr(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let kind = match self {
+            Member::Real(_) => "real Sentinel",
+            Member::Proxy(_) => "sentinel-proxy",
+        };
+        let id = sentinel_myid(self.addr()).unwrap_or_else(|e| e);
+        format!("{kind} {} ({})", self.addr(), id.get(..8).unwrap_or(&id))
+    }
+
+    fn is_real(&self) -> bool {
+        matches!(self, Member::Real(_))
+    }
+}
+
+/// `reals` real Sentinels and `proxies` voter proxies watching a fresh
+/// trio, everyone discovered. `real_down_after` / `proxy_down_after` (ms)
+/// bias who notices first, and so who wins the vote.
+fn mixed(
+    reals: usize,
+    proxies: usize,
+    real_down_after: u64,
+    proxy_down_after: u64,
+) -> (Trio, Vec<Member>) {
+    let trio = Trio::start();
+    let master = trio.master.addr();
+    let spec = VoterSpec::new(master, 2, &format!("{proxy_down_after}ms"), "20s");
+    let mut members = Vec::new();
+    for _ in 0..reals {
+        members.push(Member::Real(RealSentinel::start(
+            master,
+            2,
+            real_down_after,
+            20_000,
+        )));
+    }
+    for _ in 0..proxies {
+        members.push(Member::Proxy(VoterProxy::start(&spec)));
+    }
+    wait_discovered(&members.iter().map(Member::addr).collect::<Vec<_>>(), 2);
+    (trio, members)
+}
+
+/// Who completed the failover: the members that logged `+failover-end`
+/// (and, for the record, `+elected-leader`).
+fn leaders(members: &[Member]) -> Vec<usize> {
+    let led: Vec<usize> = poll("the leader to log +failover-end", FAILOVER_PATIENCE, || {
+        let led: Vec<usize> = (0..members.len())
+            .filter(|&i| logged_event(&members[i].log(), "+failover-end"))
+            .collect();
+        if led.is_empty() {
+            Err("nobody logged +failover-end yet".into())
+        } else {
+            Ok(led)
+        }
+    });
+    for (i, m) in members.iter().enumerate() {
+        let log = m.log();
+        eprintln!(
+            "member {i}: {}: +elected-leader={} +failover-end={}",
+            m.describe(),
+            logged_event(&log, "+elected-leader"),
+            led.contains(&i)
+        );
+    }
+    led
+}
+
+/// Every member (real and proxy) agrees on `promoted` and on one config epoch.
+fn all_agree(trio: &Trio, members: &[Member]) -> (SocketAddr, u64) {
+    let addrs: Vec<SocketAddr> = members.iter().map(Member::addr).collect();
+    let promoted = wait_new_master(&addrs, &trio.replica_addrs());
+    wait_repointed(trio, promoted);
+    let epoch = wait_same_epoch(&addrs);
+    for m in members {
+        assert_eq!(
+            master_addr_by_name(m.addr()),
+            Ok(promoted),
+            "{}",
+            m.describe()
+        );
+    }
+    (promoted, epoch)
+}
+
+fn proxies(members: &[Member]) -> Vec<&VoterProxy> {
+    members
+        .iter()
+        .filter_map(|m| match m {
+            Member::Proxy(p) => Some(p),
+            Member::Real(_) => None,
+        })
+        .collect()
+}
+
+fn proxy_writes_reach(members: &[Member], promoted: SocketAddr, tag: &str) {
+    let mut direct = support::Client::connect(promoted);
+    for (i, p) in proxies(members).into_iter().enumerate() {
+        let key = format!("mixed:{tag}:{i}");
+        assert_eq!(
+            text(&p.client().cmd(&["SET", &key, "v"])),
+            "OK",
+            "SET through proxy {i}"
+        );
+        assert_eq!(
+            text(&direct.cmd(&["GET", &key])),
+            "v",
+            "key {key} on {promoted}"
+        );
+    }
+}
+
+/// Two real Sentinels + one proxy; the real Sentinels have the shorter
+/// down-after, so one of them should win the vote (either outcome is
+/// accepted; the leader is printed).
+#[test]
+fn mixed_two_real_sentinels_and_one_proxy_fail_over_on_kill_9() {
+    let (mut trio, members) = mixed(2, 1, 1000, 3000);
+    trio.master.kill();
+    let (promoted, epoch) = all_agree(&trio, &members);
+    let led = leaders(&members);
+    eprintln!(
+        "2 real + 1 proxy, kill -9: led by {:?}, new master {promoted}, config epoch {epoch}",
+        led.iter()
+            .map(|&i| members[i].describe())
+            .collect::<Vec<_>>()
+    );
+    proxy_writes_reach(&members, promoted, "2r1p");
+}
+
+/// One real Sentinel + two proxies; the proxies have the shorter
+/// down-after, so one of them should win the vote.
+#[test]
+fn mixed_one_real_sentinel_and_two_proxies_fail_over_on_kill_9() {
+    let (mut trio, members) = mixed(1, 2, 3000, 1000);
+    trio.master.kill();
+    let (promoted, epoch) = all_agree(&trio, &members);
+    let led = leaders(&members);
+    eprintln!(
+        "1 real + 2 proxies, kill -9: led by {:?}, new master {promoted}, config epoch {epoch}",
+        led.iter()
+            .map(|&i| members[i].describe())
+            .collect::<Vec<_>>()
+    );
+    proxy_writes_reach(&members, promoted, "1r2p");
+}
+
+/// `SENTINEL FAILOVER` sent to `leader`: that member leads a manual failover,
+/// and everyone else follows its new configuration.
+fn manual_failover(members: &[Member], trio: &Trio, leader: usize) -> (SocketAddr, u64) {
+    let reply = cluster::ask(
+        members[leader].addr(),
+        &["SENTINEL", "FAILOVER", cluster::MASTER_NAME],
+    );
+    assert!(
+        matches!(&reply, Ok(redis_protocol::resp2::types::OwnedFrame::SimpleString(s)) if s == b"OK"),
+        "SENTINEL FAILOVER to {}: {reply:?}",
+        members[leader].describe()
+    );
+    let old = trio.master.addr();
+    let (promoted, epoch) = all_agree(trio, members);
+    let led = leaders(members);
+    assert_eq!(
+        led,
+        vec![leader],
+        "the member sent SENTINEL FAILOVER is the one that led it"
+    );
+    // The old master is alive and still says "master": some member demotes
+    // it after Sentinel's convert-to-slave grace period (~8 s + INFO polling).
+    poll(
+        "the old master to be converted to a replica of the new one",
+        FAILOVER_PATIENCE,
+        || match replica_of(old) {
+            Some(m) if m == promoted => Ok(()),
+            m => Err(format!("{old} follows {m:?}")),
+        },
+    );
+    for m in members {
+        assert_eq!(
+            master_addr_by_name(m.addr()),
+            Ok(promoted),
+            "{} after the conversion",
+            m.describe()
+        );
+        assert_eq!(
+            config_epoch(m.addr()),
+            Ok(epoch),
+            "{} after the conversion",
+            m.describe()
+        );
+    }
+    (promoted, epoch)
+}
+
+#[test]
+fn mixed_manual_failover_led_by_a_proxy_with_two_real_sentinels() {
+    let (trio, members) = mixed(2, 1, 1000, 1000);
+    let leader = members.iter().position(|m| !m.is_real()).expect("a proxy");
+    let (promoted, epoch) = manual_failover(&members, &trio, leader);
+    eprintln!(
+        "2 real + 1 proxy, SENTINEL FAILOVER: led by {}, new master {promoted}, config epoch {epoch}",
+        members[leader].describe()
+    );
+    proxy_writes_reach(&members, promoted, "manual-proxy");
+}
+
+#[test]
+fn mixed_manual_failover_led_by_a_real_sentinel_with_two_proxies() {
+    let (trio, members) = mixed(1, 2, 1000, 1000);
+    let leader = members
+        .iter()
+        .position(Member::is_real)
+        .expect("a real Sentinel");
+    let (promoted, epoch) = manual_failover(&members, &trio, leader);
+    eprintln!(
+        "1 real + 2 proxies, SENTINEL FAILOVER: led by {}, new master {promoted}, config epoch {epoch}",
+        members[leader].describe()
+    );
+    proxy_writes_reach(&members, promoted, "manual-real");
+}
