@@ -263,6 +263,11 @@ struct World {
     priority: BTreeMap<u16, u32>,
     offset: BTreeMap<u16, u64>,
     log: Vec<String>,
+    /// Answer the SLAVEOF transaction with its EXEC reply (the shell does).
+    reply_slaveof: bool,
+    /// When each logged event happened.
+    times: Vec<(String, u64)>,
+    now: u64,
 }
 
 impl World {
@@ -294,6 +299,7 @@ impl World {
         let mut now = from;
         while now < until {
             now += 100;
+            self.now = now;
             let mut queue = vec![Event::Tick];
             while let Some(ev) = queue.pop() {
                 for a in core.handle(ev, now) {
@@ -318,11 +324,17 @@ impl World {
             }
             Action::SendSlaveOfNoOne { link } => {
                 self.role.insert(port(&link), None);
+                if self.reply_slaveof {
+                    queue.push(Event::SlaveOfReply { link, ok: true });
+                }
             }
             Action::SendReconfigure { link, master } => {
                 self.role.insert(port(&link), Some(master.port));
             }
-            Action::PublishEvent { name, .. } => self.log.push(name),
+            Action::PublishEvent { name, .. } => {
+                self.times.push((name.clone(), self.now));
+                self.log.push(name);
+            }
             _ => {}
         }
     }
@@ -335,7 +347,34 @@ fn world() -> World {
         priority: [(27001, 100), (27002, 50)].into(),
         offset: [(27001, 10), (27002, 10)].into(),
         log: Vec::new(),
+        reply_slaveof: false,
+        times: Vec::new(),
+        now: 0,
     }
+}
+
+#[test]
+fn a_successful_slaveof_no_one_is_confirmed_at_once() {
+    let at = |w: &World, name: &str| w.times.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
+    let mut promotion_delay = Vec::new();
+    for reply_slaveof in [false, true] {
+        let mut core = Core::new(config(1), T0).unwrap();
+        let mut w = World {
+            reply_slaveof,
+            ..world()
+        };
+        w.run(&mut core, T0, T0 + 2_000);
+        w.up.insert(27000, false);
+        w.run(&mut core, T0 + 2_000, T0 + 12_000);
+        let sent = at(&w, "+failover-state-wait-promotion").expect("promotion started");
+        let confirmed = at(&w, "+promoted-slave").expect("promotion confirmed");
+        promotion_delay.push(confirmed - sent);
+    }
+    // Without the EXEC reply the promotion waits for the next INFO poll;
+    // with it, an INFO is sent at once and the promotion is confirmed in the
+    // same step.
+    assert!(promotion_delay[0] > 0, "{promotion_delay:?}");
+    assert_eq!(promotion_delay[1], 0, "{promotion_delay:?}");
 }
 
 #[test]

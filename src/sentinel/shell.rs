@@ -79,7 +79,13 @@ pub fn start(
                 known_sentinels: Vec::new(),
             })
             .collect(),
-        timing: Timing::default(),
+        // Peers are asked whether the master is down every tick while we
+        // see it down (Sentinel asks once a second): agreement, and so the
+        // failover, starts as soon as a quorum sees the master down.
+        timing: Timing {
+            ask_period: millis(TICK),
+            ..Timing::default()
+        },
         seed: u64::from_str_radix(myid.get(..16).unwrap_or("0"), 16).unwrap_or(0),
     };
     let core = match &persisted {

@@ -389,7 +389,7 @@ impl Core {
                 leader,
                 leader_epoch,
             } => self.on_is_master_down_reply(&link, down, leader, leader_epoch, now),
-            Event::SlaveOfReply { .. } => {}
+            Event::SlaveOfReply { link, ok } => self.on_slaveof_reply(&link, ok, now, &mut out),
             Event::ManualFailover { request, master } => {
                 let result = self.manual_failover(&master, now, &mut out);
                 out.push(Action::ManualFailoverReply { request, result });
@@ -407,6 +407,28 @@ impl Core {
 
     /// Find the instance a link points at. Links are keyed by (master, addr);
     /// the kind is not trusted because roles change under a link on a switch.
+    /// Sentinel learns of a promotion only from INFO, polled once a second.
+    /// Asking as soon as the SLAVEOF NO ONE transaction has succeeded
+    /// confirms it (and moves every route) up to a whole period sooner.
+    fn on_slaveof_reply(&mut self, link: &LinkRef, ok: bool, now: u64, out: &mut Vec<Action>) {
+        let Some(m) = self.masters.iter_mut().find(|m| m.name == link.master) else {
+            return;
+        };
+        if !ok
+            || link.kind != InstanceKind::Replica
+            || m.failover_state != FailoverState::WaitPromotion
+        {
+            return;
+        }
+        if m.promoted.as_ref() != Some(&link.addr) {
+            return;
+        }
+        if let Some(r) = m.replicas.iter_mut().find(|r| r.c.addr == link.addr) {
+            r.c.last_info_sent = Some(now);
+            out.push(Action::SendInfo { link: link.clone() });
+        }
+    }
+
     fn common_mut(&mut self, link: &LinkRef) -> Option<&mut Common> {
         let m = self.masters.iter_mut().find(|m| m.name == link.master)?;
         if link.kind == InstanceKind::Sentinel {
