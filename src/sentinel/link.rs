@@ -121,19 +121,10 @@ async fn serve(
         &format!("sentinel-{short_id}-cmd"),
     );
 
+    let pubsub_name = format!("sentinel-{short_id}-pubsub");
     let mut pubsub = None;
     if link.kind != InstanceKind::Sentinel {
-        let (read, mut write) = connect(addr, context.connect_timeout).await?.into_split();
-        let mut hello = BytesMut::new();
-        handshake(
-            &mut hello,
-            &mut VecDeque::new(),
-            auth,
-            &format!("sentinel-{short_id}-pubsub"),
-        );
-        hello.extend_from_slice(&encode_command(&["SUBSCRIBE", HELLO_CHANNEL]));
-        write.write_all(&hello).await?;
-        pubsub = Some((read, write, FrameReader::new(Direction::Reply)));
+        pubsub = Some(open_pubsub(addr, context, auth, &pubsub_name).await?);
     }
     cmd_write.write_all(&out).await?;
     let _ = events.send(Event::LinkUp { link: link.clone() });
@@ -154,12 +145,34 @@ async fn serve(
                     let _ = events.send(event);
                 }
             }
-            message = next_hello(&mut pubsub), if pubsub.is_some() => {
-                let Some(payload) = message? else { return Ok(()) };
-                let _ = events.send(Event::HelloReceived { payload });
-            }
+            message = next_hello(&mut pubsub), if pubsub.is_some() => match message {
+                Ok(Some(payload)) => {
+                    let _ = events.send(Event::HelloReceived { payload });
+                }
+                // The failover transaction's CLIENT KILL TYPE pubsub closes it
+                // on the promoted replica: reopen it and keep the command
+                // connection, whose EXEC reply confirms the promotion.
+                Ok(None) | Err(_) => pubsub = Some(open_pubsub(addr, context, auth, &pubsub_name).await?),
+            },
         }
     }
+}
+
+type PubSub = (OwnedReadHalf, OwnedWriteHalf, FrameReader);
+
+/// The Pub/Sub connection, subscribed to the hello channel.
+async fn open_pubsub(
+    addr: SocketAddr,
+    context: &LinkContext,
+    auth: Option<&(Option<String>, String)>,
+    name: &str,
+) -> std::io::Result<PubSub> {
+    let (read, mut write) = connect(addr, context.connect_timeout).await?.into_split();
+    let mut hello = BytesMut::new();
+    handshake(&mut hello, &mut VecDeque::new(), auth, name);
+    hello.extend_from_slice(&encode_command(&["SUBSCRIBE", HELLO_CHANNEL]));
+    write.write_all(&hello).await?;
+    Ok((read, write, FrameReader::new(Direction::Reply)))
 }
 
 /// AUTH (if configured) and CLIENT SETNAME, pipelined; replies ignored.
@@ -277,9 +290,7 @@ fn reply_event(link: &LinkRef, expect: Expect, frame: &BytesFrame) -> Option<Eve
 }
 
 /// The next hello payload on the Pub/Sub connection; `None` when it closed.
-async fn next_hello(
-    pubsub: &mut Option<(OwnedReadHalf, OwnedWriteHalf, FrameReader)>,
-) -> std::io::Result<Option<String>> {
+async fn next_hello(pubsub: &mut Option<PubSub>) -> std::io::Result<Option<String>> {
     let Some((read, _write, reader)) = pubsub else {
         return std::future::pending().await;
     };
