@@ -521,3 +521,74 @@ fn persisted_state_round_trips() {
     assert_eq!(back.persisted_state(), s);
     let _ = InstanceKind::Master;
 }
+
+#[test]
+fn instance_maps_follow_sentinels_field_order() {
+    let mut core = Core::new(config(1), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    let fields = core.master_fields("mymaster", T0 + 2_000).unwrap();
+    let names: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        names,
+        [
+            "name",
+            "ip",
+            "port",
+            "runid",
+            "flags",
+            "link-pending-commands",
+            "link-refcount",
+            "last-ping-sent",
+            "last-ok-ping-reply",
+            "last-ping-reply",
+            "down-after-milliseconds",
+            "info-refresh",
+            "role-reported",
+            "role-reported-time",
+            "config-epoch",
+            "num-slaves",
+            "num-other-sentinels",
+            "quorum",
+            "failover-timeout",
+            "parallel-syncs",
+        ]
+    );
+    // Tools read the flat array by position: index 33 is num-other-sentinels' value.
+    let flat: Vec<&str> = fields.iter().flat_map(|(k, v)| [*k, v.as_str()]).collect();
+    assert_eq!((flat[32], flat[33]), ("num-other-sentinels", "0"));
+    assert_eq!((flat[30], flat[31]), ("num-slaves", "2"));
+    assert_eq!(flat[9], "master");
+
+    let replicas = core.replica_fields("mymaster", T0 + 2_000).unwrap();
+    assert_eq!(replicas.len(), 2);
+    let r = &replicas[0];
+    assert_eq!(r[0], ("name", "127.0.0.1:27001".to_string()));
+    assert!(
+        r.contains(&("master-link-status", "ok".to_string())),
+        "{r:?}"
+    );
+    assert!(r.contains(&("master-port", "27000".to_string())), "{r:?}");
+    assert_eq!(core.sentinel_fields("mymaster", T0).unwrap().len(), 0);
+    assert_eq!(core.master_fields("nope", T0), None);
+
+    // Down, then: s_down/o_down flags and their times appear.
+    w.up.insert(27000, false);
+    let mut now = T0 + 2_000;
+    let flags = loop {
+        w.run(&mut core, now, now + 100);
+        now += 100;
+        let f = core.master_fields("mymaster", now).unwrap();
+        let flags = f.iter().find(|(k, _)| *k == "flags").unwrap().1.clone();
+        if flags.contains("o_down") {
+            assert!(f.iter().any(|(k, _)| *k == "s-down-time"), "{f:?}");
+            assert!(f.iter().any(|(k, _)| *k == "o-down-time"), "{f:?}");
+            break flags;
+        }
+        assert!(now < T0 + 20_000, "never went down: {flags}");
+    };
+    assert!(flags.starts_with("s_down,o_down,master"), "{flags}");
+
+    let check = core.quorum_check("mymaster").unwrap();
+    assert_eq!((check.usable, check.voters, check.quorum), (1, 1, 1));
+}

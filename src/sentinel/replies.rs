@@ -2,98 +2,60 @@
 //! state in Redis Sentinel's shapes (field names and order of its instance
 //! maps, so tools that read them by position keep working).
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use redis_protocol::resp2::types::BytesFrame;
 
 use super::api::{arity_error, bulk, encode, simple};
-use super::core::{Core, FailoverState, MasterView};
+use super::core::{Core, Fields, QuorumCheck};
 use crate::resp::reply;
 
-/// Answers `args` (`SENTINEL <sub> ...` or `ROLE`).
-pub fn sentinel_command(core: &Core, quorums: &HashMap<String, u32>, args: &[String]) -> Bytes {
+/// Answers `args` (`SENTINEL <sub> ...` or `ROLE`) at time `now`.
+pub fn sentinel_command(core: &Core, masters: &[String], args: &[String], now: u64) -> Bytes {
     let lower: Vec<String> = args.iter().map(|a| a.to_ascii_lowercase()).collect();
-    let names: Vec<&str> = lower.iter().map(String::as_str).collect();
-    let master = |name: &str| core.master(name);
+    let words: Vec<&str> = lower.iter().map(String::as_str).collect();
+    let name = args.get(2).map_or("", String::as_str);
     let no_such = || reply::error("ERR No such master with that name");
-    match names.as_slice() {
+    let list = |maps: Option<Vec<Fields>>| match maps {
+        Some(maps) => encode(&BytesFrame::Array(maps.iter().map(|f| fields(f)).collect())),
+        None => no_such(),
+    };
+    match words.as_slice() {
         ["role"] => {
-            let masters = quorums.keys().map(|n| bulk(n)).collect();
+            let names = masters.iter().map(|n| bulk(n)).collect();
             encode(&BytesFrame::Array(vec![
                 bulk("sentinel"),
-                BytesFrame::Array(masters),
+                BytesFrame::Array(names),
             ]))
         }
         ["sentinel", "myid"] => encode(&bulk(core.myid())),
-        ["sentinel", "get-master-addr-by-name", _] => match args.get(2).and_then(|n| master(n)) {
+        ["sentinel", "get-master-addr-by-name", _] => match core.master(name) {
             Some(m) => encode(&BytesFrame::Array(vec![
                 bulk(&m.addr.ip),
                 bulk(&m.addr.port.to_string()),
             ])),
             None => Bytes::from_static(b"*-1\r\n"),
         },
-        ["sentinel", "masters"] => {
-            let mut names: Vec<&String> = quorums.keys().collect();
-            names.sort();
-            let maps = names
-                .into_iter()
-                .filter_map(|n| master(n))
-                .map(|m| master_map(&m, quorums))
-                .collect();
-            encode(&BytesFrame::Array(maps))
-        }
-        ["sentinel", "master", _] => match args.get(2).and_then(|n| master(n)) {
-            Some(m) => encode(&master_map(&m, quorums)),
+        ["sentinel", "masters"] => list(Some(
+            masters
+                .iter()
+                .filter_map(|n| core.master_fields(n, now))
+                .collect(),
+        )),
+        ["sentinel", "master", _] => match core.master_fields(name, now) {
+            Some(f) => encode(&fields(&f)),
             None => no_such(),
         },
-        ["sentinel", "replicas" | "slaves", _] => match args.get(2).and_then(|n| master(n)) {
-            Some(m) => {
-                let maps = m
-                    .replicas
-                    .iter()
-                    .map(|r| {
-                        fields(&[
-                            ("name", format!("{}:{}", r.ip, r.port)),
-                            ("ip", r.ip.clone()),
-                            ("port", r.port.to_string()),
-                            ("flags", "slave".into()),
-                            ("master-host", m.addr.ip.clone()),
-                            ("master-port", m.addr.port.to_string()),
-                        ])
-                    })
-                    .collect();
-                encode(&BytesFrame::Array(maps))
-            }
+        ["sentinel", "replicas" | "slaves", _] => list(core.replica_fields(name, now)),
+        ["sentinel", "sentinels", _] => list(core.sentinel_fields(name, now)),
+        ["sentinel", "ckquorum", _] => match core.quorum_check(name) {
+            Some(check) => ckquorum(check),
             None => no_such(),
         },
-        ["sentinel", "sentinels", _] => match args.get(2).and_then(|n| master(n)) {
-            Some(m) => {
-                let maps = m
-                    .peers
-                    .iter()
-                    .map(|(runid, a)| {
-                        fields(&[
-                            ("name", runid.clone()),
-                            ("ip", a.ip.clone()),
-                            ("port", a.port.to_string()),
-                            ("runid", runid.clone()),
-                            ("flags", "sentinel".into()),
-                        ])
-                    })
-                    .collect();
-                encode(&BytesFrame::Array(maps))
-            }
-            None => no_such(),
-        },
-        ["sentinel", "ckquorum", _] => match args.get(2).and_then(|n| master(n)) {
-            Some(m) => ckquorum(&m, quorums.get(&m.name).copied().unwrap_or(1)),
-            None => no_such(),
-        },
-        ["sentinel", sub @ ("myid" | "masters"), ..]
-        | [
+        [
             "sentinel",
-            sub @ ("get-master-addr-by-name"
+            sub @ ("myid"
+            | "masters"
+            | "get-master-addr-by-name"
             | "master"
             | "replicas"
             | "slaves"
@@ -102,59 +64,26 @@ pub fn sentinel_command(core: &Core, quorums: &HashMap<String, u32>, args: &[Str
             | "failover"),
             ..,
         ] => arity_error(&format!("sentinel|{sub}")),
-        ["sentinel", sub, ..] => reply::error(&format!(
+        ["sentinel", _, ..] => reply::error(&format!(
             "ERR unknown subcommand '{}'. Try SENTINEL HELP.",
-            args.get(1).map_or(*sub, String::as_str)
+            args.get(1).map_or("", String::as_str)
         )),
         _ => arity_error("sentinel"),
     }
 }
 
 /// A flat `[field, value, ...]` array of bulk strings (RESP2 instance map).
-fn fields(pairs: &[(&str, String)]) -> BytesFrame {
+fn fields(pairs: &Fields) -> BytesFrame {
     BytesFrame::Array(pairs.iter().flat_map(|(k, v)| [bulk(k), bulk(v)]).collect())
 }
 
-fn master_map(m: &MasterView, quorums: &HashMap<String, u32>) -> BytesFrame {
-    let mut flags = Vec::new();
-    if m.s_down {
-        flags.push("s_down");
-    }
-    if m.o_down {
-        flags.push("o_down");
-    }
-    flags.push("master");
-    if m.failover_state != FailoverState::None {
-        flags.push("failover_in_progress");
-    }
-    let mut pairs = vec![
-        ("name", m.name.clone()),
-        ("ip", m.addr.ip.clone()),
-        ("port", m.addr.port.to_string()),
-        ("flags", flags.join(",")),
-    ];
-    if m.failover_state != FailoverState::None {
-        pairs.push(("failover-state", m.failover_state.as_str().into()));
-    }
-    pairs.extend([
-        ("config-epoch", m.config_epoch.to_string()),
-        ("num-slaves", m.replicas.len().to_string()),
-        ("num-other-sentinels", m.peers.len().to_string()),
-        (
-            "quorum",
-            quorums.get(&m.name).copied().unwrap_or(1).to_string(),
-        ),
-        ("leader", m.leader.clone().unwrap_or_else(|| "?".into())),
-        ("leader-epoch", m.leader_epoch.to_string()),
-    ]);
-    fields(&pairs)
-}
-
 /// `SENTINEL CKQUORUM`: can this master reach quorum and a majority?
-fn ckquorum(m: &MasterView, quorum: u32) -> Bytes {
-    // Peers are counted as usable here; per-peer SDOWN is not in the view.
-    let voters = m.peers.len() + 1;
-    let usable = voters;
+fn ckquorum(check: QuorumCheck) -> Bytes {
+    let QuorumCheck {
+        usable,
+        voters,
+        quorum,
+    } = check;
     let quorum_ok = usable >= quorum as usize;
     let majority_ok = usable > voters / 2;
     if quorum_ok && majority_ok {

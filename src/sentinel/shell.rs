@@ -130,6 +130,7 @@ pub fn start(
         routes,
         state_path: path,
         quorums,
+        masters: config.services.iter().map(|s| s.name.clone()).collect(),
         votes: HashMap::new(),
         next_request: 0,
         core,
@@ -152,6 +153,8 @@ struct Shell {
     routes: HashMap<String, RouteSender>,
     state_path: PathBuf,
     quorums: HashMap<String, u32>,
+    /// Service (master) names in configuration order.
+    masters: Vec<String>,
     /// Peers waiting for our is-master-down-by-addr answer, by request id.
     votes: HashMap<u64, oneshot::Sender<Bytes>>,
     next_request: u64,
@@ -220,8 +223,10 @@ impl Shell {
                         self.handle(Event::ManualFailover { request, master });
                     }
                     None => {
-                        let _ =
-                            reply.send(replies::sentinel_command(&self.core, &self.quorums, &args));
+                        let now = self.now();
+                        let answer =
+                            replies::sentinel_command(&self.core, &self.masters, &args, now);
+                        let _ = reply.send(answer);
                     }
                 }
             }

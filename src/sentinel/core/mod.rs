@@ -59,6 +59,7 @@ mod persist;
 mod rng;
 mod tick;
 mod types;
+mod views;
 
 pub use config::{Config, MasterConfig, Timing};
 pub use hello::Hello;
@@ -68,6 +69,7 @@ pub use types::{
     Action, Addr, ConfigError, Event, FailoverRefused, FailoverState, InstanceKind, LinkRef,
     PingReply, ReportedRole,
 };
+pub use views::{Fields, QuorumCheck};
 
 use instance::{Common, Master, Peer, Replica};
 use rng::Rng;
