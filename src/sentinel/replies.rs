@@ -16,7 +16,7 @@ pub fn sentinel_command(core: &Core, masters: &[String], args: &[String], now: u
     let name = args.get(2).map_or("", String::as_str);
     let no_such = || reply::error("ERR No such master with that name");
     let list = |maps: Option<Vec<Fields>>| match maps {
-        Some(maps) => encode(&BytesFrame::Array(maps.iter().map(|f| fields(f)).collect())),
+        Some(maps) => encode(&BytesFrame::Array(maps.iter().map(fields).collect())),
         None => no_such(),
     };
     match words.as_slice() {
