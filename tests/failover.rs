@@ -183,7 +183,26 @@ fn a_restarted_voter_keeps_its_myid_and_epochs() {
     });
 
     voter.kill();
+    // A client that connects the moment the data port is back: its first
+    // request must already go to the persisted master, not to the (dead)
+    // master named in config.toml.
+    let data = voter.data_addr;
+    let early = std::thread::spawn(move || {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match cluster::ask(data, &["SET", "restart:early", "v"]) {
+                Ok(reply) => return reply,
+                Err(e) => assert!(Instant::now() < deadline, "data port never came back: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
     voter.restart();
+    let reply = early.join().expect("early client");
+    assert!(
+        matches!(&reply, redis_protocol::resp2::types::OwnedFrame::SimpleString(s) if s == b"OK"),
+        "first request through the restarted voter: {reply:?}"
+    );
     assert_eq!(
         sentinel_myid(addr).as_deref(),
         Ok(myid.as_str()),

@@ -92,6 +92,14 @@ pub fn start(
         Some(state) => Core::restore(core_config, state, 0)?,
         None => Core::new(core_config, 0)?,
     };
+    // The data plane is already accepting, with config.toml's `master` on
+    // the seam; after a restart the state file knows better (a failover may
+    // have happened since). Publish it before anything else runs.
+    for name in routes.keys() {
+        if let Some(brief) = core.master_brief(name) {
+            publish_route(&routes, name, brief.addr, brief.config_epoch);
+        }
+    }
     let quorums: HashMap<String, u32> = config
         .services
         .iter()
@@ -323,20 +331,30 @@ impl Shell {
 
     /// Publishes a verified master on the seam the data plane reads.
     fn route(&self, master: &str, addr: &Addr, config_epoch: u64) {
-        let Some(sender) = self.routes.get(master) else {
-            return;
-        };
-        let Ok(ip) = addr.ip.parse::<std::net::IpAddr>() else {
-            tracing::error!(service = master, addr = %addr, "cannot route to a hostname yet");
-            return;
-        };
-        let route = Route {
-            master: SocketAddr::new(ip, addr.port),
-            config_epoch,
-        };
-        if *sender.borrow() != route {
-            tracing::info!(service = master, master = %route.master, config_epoch, "route changed");
-            sender.send_replace(route);
-        }
+        publish_route(&self.routes, master, addr, config_epoch);
+    }
+}
+
+/// Sets `master`'s route to `addr` (if it changed).
+fn publish_route(
+    routes: &HashMap<String, RouteSender>,
+    master: &str,
+    addr: &Addr,
+    config_epoch: u64,
+) {
+    let Some(sender) = routes.get(master) else {
+        return;
+    };
+    let Ok(ip) = addr.ip.parse::<std::net::IpAddr>() else {
+        tracing::error!(service = master, addr = %addr, "cannot route to a hostname yet");
+        return;
+    };
+    let route = Route {
+        master: SocketAddr::new(ip, addr.port),
+        config_epoch,
+    };
+    if *sender.borrow() != route {
+        tracing::info!(service = master, master = %route.master, config_epoch, "route changed");
+        sender.send_replace(route);
     }
 }
