@@ -545,7 +545,6 @@ fn streamed_reference_driver_sanity() {
 /// The cap mirrors Redis's `PROTO_INLINE_MAX_SIZE`, which Redis applies to
 /// *requests* only.
 #[test]
-#[ignore = "scanner bug: reply lines over max_inline_len fail only when split; see report"]
 fn long_status_reply_split_into_reads() {
     for kind in [b'+', b'-'] {
         let mut reply = vec![kind];
@@ -559,5 +558,29 @@ fn long_status_reply_split_into_reads() {
             .collect();
         let split = scan_chunked(Direction::Reply, Limits::default(), &reply, &reads);
         assert_eq!(split, whole, "in 16 KiB reads");
+    }
+}
+
+/// Regression from the fuzzer (`fuzz/`, crash-ebd3740e…, minimised): a null
+/// length written with leading zeros. redis-protocol parses the length as a
+/// number and reads `*-001` / `$-01` as nulls; the scanner knows nulls only
+/// as exactly `-1` (all Redis ever sends) and rejects them. A legitimate
+/// difference that the fuzz target now allows; this pins the scanner's side.
+#[test]
+fn fuzz_regression_null_length_with_leading_zeros() {
+    for (input, error) in [
+        (&b"*-001\r\n"[..], ProtocolError::BadLength(b'*')),
+        (&b"$-01\r\n"[..], ProtocolError::BadLength(b'$')),
+    ] {
+        let (_, len) = resp2_decode_range(input).unwrap().unwrap();
+        assert_eq!(len, input.len(), "redis-protocol reads a null");
+        let got = scan_chunked(Direction::Reply, Limits::default(), input, &[]);
+        assert_eq!(got.error, Some(error));
+        assert!(got.bounds.is_empty());
+    }
+    // Exactly `-1` is a null for both.
+    for input in [&b"*-1\r\n"[..], b"$-1\r\n"] {
+        let got = scan_chunked(Direction::Reply, Limits::default(), input, &[]);
+        assert_eq!(got.bounds, vec![input.len()]);
     }
 }

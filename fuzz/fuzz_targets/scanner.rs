@@ -237,8 +237,10 @@ fn in_payload(facts: &Facts, i: usize) -> bool {
 /// * it skips the two bytes after a blob payload without checking that they
 ///   are `\r\n` (`MissingCrlf`);
 /// * it parses lengths with Rust's `parse`, which accepts a leading `+` and
-///   any number of leading zeros; the scanner (like Redis's `string2ll`)
-///   takes an optional `-` and at most 18 digits (`BadLength`,
+///   any number of leading zeros; the scanner takes an optional `-` and at
+///   most 18 digits, and knows the null lengths only as exactly `-1`, so it
+///   rejects `*-001` and `$-01`, which redis-protocol reads as nulls (found
+///   by this fuzzer; Redis only ever sends `-1`) (`BadLength`,
 ///   `InvalidBulkLength`, `InvalidMultibulkLength`);
 /// * its RESP3 decoder accepts streamed chunks (`;`), end markers (`.`) and
 ///   inline `HELLO` anywhere, even outside a streamed value (`BadType`,
@@ -262,9 +264,10 @@ fn legit_stricter(error: &ProtocolError, frame: &[u8], facts: &Facts) -> bool {
         ProtocolError::BadLength(_)
         | ProtocolError::InvalidBulkLength
         | ProtocolError::InvalidMultibulkLength => {
-            let plus = (0..frame.len().saturating_sub(1))
-                .filter(outside)
-                .any(|i| b"$*%~>|!=;".contains(&frame[i]) && frame[i + 1] == b'+');
+            let odd_sign = (0..frame.len().saturating_sub(1)).filter(outside).any(|i| {
+                b"$*%~>|!=;".contains(&frame[i])
+                    && (frame[i + 1] == b'+' || frame.get(i + 1..i + 3) == Some(b"-0"))
+            });
             let mut run = 0;
             let mut long_number = false;
             for i in 0..frame.len() {
@@ -275,7 +278,7 @@ fn legit_stricter(error: &ProtocolError, frame: &[u8], facts: &Facts) -> bool {
                 };
                 long_number |= run > 18;
             }
-            plus || long_number || facts.lossy
+            odd_sign || long_number || facts.lossy
         }
         ProtocolError::BadType(_) | ProtocolError::UnexpectedEnd => {
             facts.stray_stream_or_hello || facts.lossy
