@@ -31,7 +31,8 @@ pub struct Limits {
     pub max_bulk_len: usize,
     /// Deepest nesting of aggregates (replies only; requests are flat).
     pub max_depth: usize,
-    /// Longest inline command or header line, like Redis's 64 KiB `PROTO_INLINE_MAX_SIZE`.
+    /// Longest inline command or request header line, like Redis's 64 KiB
+    /// `PROTO_INLINE_MAX_SIZE` (reply lines are capped by `max_bulk_len`).
     pub max_inline_len: usize,
 }
 
@@ -259,7 +260,13 @@ impl Scanner {
             }
             None => {
                 self.line_checked = rest.len();
-                if rest.len() > self.limits.max_inline_len {
+                // Request lines are capped like Redis's inline buffer; reply
+                // lines (a MONITOR line can hold a whole value) like a bulk.
+                let cap = match self.dir {
+                    Direction::Request => self.limits.max_inline_len,
+                    Direction::Reply => self.limits.max_bulk_len,
+                };
+                if rest.len() > cap {
                     let inline = self.dir == Direction::Request
                         && self.at_frame_start
                         && rest.first() != Some(&b'*');
