@@ -536,14 +536,14 @@ fn streamed_reference_driver_sanity() {
     }
 }
 
-/// A status or error reply longer than `max_inline_len` (64 KiB) is valid
-/// RESP that Redis does send, e.g. `EVAL "return redis.status_reply(string.rep('x', 100000))" 0`
-/// or `redis.error_reply(...)` from a script or a module. The scanner caps
-/// every *incomplete* line at `max_inline_len` in both directions, so such a
-/// reply is accepted when it arrives in one read but rejected (`BadLength`),
-/// which ends the session, when it arrives in the session's 16 KiB reads.
-/// The cap mirrors Redis's `PROTO_INLINE_MAX_SIZE`, which Redis applies to
-/// *requests* only.
+/// Regression (found reviewing split invariance, fixed in bc8e7bf): a status
+/// or error reply longer than `max_inline_len` (64 KiB) is valid RESP that
+/// Redis does send, e.g. `EVAL "return redis.status_reply(string.rep('x', 100000))" 0`,
+/// `redis.error_reply(...)`, or a MONITOR line. The scanner used to cap every
+/// *incomplete* line at `max_inline_len` in both directions, so such a reply
+/// was accepted in one read but rejected (`BadLength`, ending the session)
+/// in the session's 16 KiB reads. Redis applies `PROTO_INLINE_MAX_SIZE` to
+/// requests only; reply lines are now capped by `max_bulk_len`.
 #[test]
 fn long_status_reply_split_into_reads() {
     for kind in [b'+', b'-'] {
@@ -583,4 +583,24 @@ fn fuzz_regression_null_length_with_leading_zeros() {
         let got = scan_chunked(Direction::Reply, Limits::default(), input, &[]);
         assert_eq!(got.bounds, vec![input.len()]);
     }
+}
+
+/// Requests keep Redis's 64 KiB cap on an unfinished line (like Redis, only
+/// a line still unfinished past 64 KiB is refused, so this one check depends
+/// on how the input is split).
+#[test]
+fn long_request_lines_are_capped_like_redis() {
+    let mut inline = vec![b'x'; 100_000];
+    inline.extend_from_slice(b"\r\n");
+    let reads: Vec<usize> = (1..)
+        .map(|i| i * 16 * 1024)
+        .take_while(|&c| c < inline.len())
+        .collect();
+    let got = scan_chunked(Direction::Request, Limits::default(), &inline, &reads);
+    assert_eq!(got.error, Some(ProtocolError::TooBigInline));
+
+    let mut count = b"*".to_vec();
+    count.extend(vec![b'1'; 100_000]);
+    let got = scan_chunked(Direction::Request, Limits::default(), &count, &reads);
+    assert_eq!(got.error, Some(ProtocolError::TooBigCountLine));
 }
