@@ -489,10 +489,17 @@ impl Drop for VoterProxy {
 // ---------------------------------------------------------------------------
 // Asking Sentinel ports (proxies and real Sentinels) and Redis instances
 
-/// Sends one command and reads one RESP2 reply, with short timeouts. Errors
-/// (refused, timed out, closed) are returned, never panicked on.
+/// Sends one command on a new connection and reads one RESP2 reply, with
+/// short timeouts. Errors (refused, timed out, closed) are returned, never
+/// panicked on.
 pub fn ask(addr: SocketAddr, args: &[&str]) -> Result<Frame, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+    let mut stream = connect(addr)?;
+    ask_on(&mut stream, args)
+}
+
+/// A connection with short timeouts, for [`ask_on`].
+pub fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -500,22 +507,24 @@ pub fn ask(addr: SocketAddr, args: &[&str]) -> Result<Frame, String> {
     stream
         .set_write_timeout(Some(Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Sends one command on `stream` and reads one RESP2 reply (the stream
+/// carries nothing else, so no bytes are left over).
+pub fn ask_on(stream: &mut TcpStream, args: &[&str]) -> Result<Frame, String> {
     stream
         .write_all(&super::encode(args))
-        .map_err(|e| format!("write {addr}: {e}"))?;
+        .map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        if let Some((frame, _)) =
-            resp2_decode(&buf).map_err(|e| format!("bad RESP from {addr}: {e:?}"))?
-        {
+        if let Some((frame, _)) = resp2_decode(&buf).map_err(|e| format!("bad RESP: {e:?}"))? {
             return Ok(frame);
         }
-        let n = stream
-            .read(&mut chunk)
-            .map_err(|e| format!("read {addr}: {e}"))?;
+        let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
         if n == 0 {
-            return Err(format!("{addr} closed the connection"));
+            return Err("connection closed".into());
         }
         buf.extend_from_slice(&chunk[..n]);
     }
