@@ -500,6 +500,10 @@ fn parse_int(s: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 18 {
         return None;
     }
+    // Like Redis's string2ll: no leading zeros, no "-0".
+    if digits.first() == Some(&b'0') && (digits.len() > 1 || neg) {
+        return None;
+    }
     let mut n: i64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {

@@ -150,6 +150,8 @@ fn requests_follow_the_redis_grammar() {
     assert_eq!(err(b"*1\r\n:1\r\n"), ProtocolError::ExpectedBulk(b':'));
     assert_eq!(err(b"*1\r\n*1\r\n"), ProtocolError::ExpectedBulk(b'*'));
     assert_eq!(err(b"*abc\r\n"), ProtocolError::InvalidMultibulkLength);
+    assert_eq!(err(b"*03\r\n"), ProtocolError::InvalidMultibulkLength);
+    assert_eq!(err(b"*1\r\n$-0\r\n"), ProtocolError::InvalidBulkLength);
     assert_eq!(err(b"*1\r\n$-5\r\n"), ProtocolError::InvalidBulkLength);
     assert_eq!(
         err(b"*1\r\n$536870913\r\n"),
