@@ -115,6 +115,43 @@ fn sigstop_of_the_master_fails_over_and_the_old_master_rejoins_as_a_replica() {
 }
 
 #[test]
+fn a_voter_stopped_during_the_failover_catches_up_after_sigcont() {
+    let (mut trio, voters) = three_voters();
+    let members = sentinel_addrs(&voters);
+    voters[2].stop();
+    let stopped = Instant::now();
+    trio.master.kill();
+
+    // Two of three voters are a majority (and the quorum): they fail over.
+    let promoted = wait_new_master(&members[..2], &trio.replica_addrs());
+    wait_repointed(&trio, promoted);
+    let epoch = wait_same_epoch(&members[..2]);
+    // Keep it stopped for longer than Sentinel's 2 s TILT trigger, so that
+    // it comes back in TILT (its timer saw a jump).
+    poll("the voter to have been stopped for 3 s", PATIENCE, || {
+        if stopped.elapsed() >= Duration::from_secs(3) {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+    voters[2].cont();
+    poll("the continued voter to enter TILT", PATIENCE, || {
+        if logged_event(&voters[2].stderr(), "+tilt") {
+            Ok(())
+        } else {
+            Err("no +tilt logged".into())
+        }
+    });
+
+    // In TILT it does not act, but it still learns the new configuration
+    // from its peers' hellos and moves its route.
+    assert_eq!(wait_new_master(&members, &trio.replica_addrs()), promoted);
+    assert_eq!(wait_same_epoch(&members), epoch);
+    writes_reach(&voters, promoted, "sigcont-voter");
+}
+
+#[test]
 fn no_failover_when_only_a_minority_of_voters_is_alive() {
     let (mut trio, mut voters) = three_voters();
     let old = trio.master.addr();
