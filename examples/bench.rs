@@ -831,21 +831,22 @@ fn main() {
         let _ = writeln!(
             out,
             "Idle connections: {} clients{idle_note}, each sent one PING and got +PONG (so the upstream connection exists), then idle.\n\n\
-             | proxy | RSS before (KiB) | RSS with {} idle (KiB) | KiB per connection (client + upstream) | RSS after closing (KiB) | upstream conns seen by Redis |\n\
-             |---|---|---|---|---|---|",
+             | proxy | RSS before (KiB) | RSS with {} idle (KiB) | KiB per connection (client + upstream) | RSS after closing (KiB) | upstream conns seen by Redis | time to open all (batches of {IDLE_BATCH}) |\n\
+             |---|---|---|---|---|---|---|",
             opts.idle_conns, opts.idle_conns
         );
         for (name, r) in &idle {
             let _ = writeln!(
                 out,
-                "| {name} | {} | {} | {:.2} | {} | {} |",
+                "| {name} | {} | {} | {:.2} | {} | {} | {:.2} s |",
                 r.before_kib,
                 r.after_kib,
                 r.per_conn(),
                 r.after_close_kib,
                 r.redis_clients
                     .map(|n| n.to_string())
-                    .unwrap_or_else(|| "?".into())
+                    .unwrap_or_else(|| "?".into()),
+                r.elapsed.as_secs_f64()
             );
         }
     }
