@@ -22,9 +22,10 @@ pub mod route;
 pub mod sentinel;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,39 +50,40 @@ pub enum RunError {
     Sentinel(#[from] sentinel::StartError),
 }
 
+/// Pending connections the kernel queues per listener, like Redis's default
+/// `tcp-backlog`: after a failover every client reconnects at once, and a
+/// short queue makes the kernel drop SYNs that clients retry only after 1 s.
+const BACKLOG: u32 = 511;
+
 impl Listeners {
-    /// Binds every service's `listen` address.
+    /// Binds every service's `listen` address, and the Sentinel port for voters.
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
         let mut services = Vec::with_capacity(config.services.len());
         for service in &config.services {
-            let listener = TcpListener::bind(service.listen).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "service \"{}\": cannot listen on {}: {e}",
-                        service.name, service.listen
-                    ),
-                )
-            })?;
-            services.push(listener);
+            let what = format!("service \"{}\"", service.name);
+            services.push(bind_listener(service.listen, &what)?);
         }
-        let sentinel =
-            match config.sentinel.role {
-                Role::Voter => Some(TcpListener::bind(config.sentinel.listen).await.map_err(
-                    |e| {
-                        std::io::Error::new(
-                            e.kind(),
-                            format!(
-                                "sentinel port: cannot listen on {}: {e}",
-                                config.sentinel.listen
-                            ),
-                        )
-                    },
-                )?),
-                Role::Observer => None,
-            };
+        let sentinel = match config.sentinel.role {
+            Role::Voter => Some(bind_listener(config.sentinel.listen, "sentinel port")?),
+            Role::Observer => None,
+        };
         Ok(Listeners { services, sentinel })
     }
+}
+
+fn bind_listener(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    bind()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{what}: cannot listen on {addr}: {e}")))
 }
 
 /// Serves every service until `shutdown` is cancelled, then lets sessions
@@ -93,16 +95,38 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let tasks = TaskTracker::new();
-    let mut routes = HashMap::new();
-    for (service, listener) in config.services.iter().zip(listeners.services) {
+    let mut senders = HashMap::new();
+    let mut receivers = Vec::new();
+    for service in &config.services {
         let (route_tx, route_rx) = route::channel(Route {
             master: service.master,
             config_epoch: 0,
         });
-        routes.insert(service.name.clone(), route_tx);
+        senders.insert(service.name.clone(), route_tx);
+        receivers.push(route_rx);
+    }
+    // The control plane starts first: after a restart its state file may
+    // know a newer master than config.toml, and no session may see the old one.
+    let control_plane = match listeners.sentinel {
+        Some(listener) => Some(sentinel::start(
+            &config,
+            listener,
+            senders,
+            shutdown.clone(),
+        )?),
+        // Observers keep the configured route (following voters is to come);
+        // a route receiver keeps its last value after its sender is gone.
+        None => None,
+    };
+    for ((service, listener), route) in config
+        .services
+        .iter()
+        .zip(listeners.services)
+        .zip(receivers)
+    {
         let context = Arc::new(ServiceContext {
             name: service.name.clone(),
-            route: route_rx,
+            route,
             limits: Limits {
                 max_bulk_len: service.proto_max_bulk_len.0,
                 ..Limits::default()
@@ -112,7 +136,7 @@ pub async fn run(
             idle_timeout: service.client_idle_timeout.non_zero(),
         });
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(service = %service.name, listen = %addr, master = %service.master, "serving");
+            tracing::info!(service = %service.name, listen = %addr, master = %context.route.borrow().master, "serving");
         }
         tokio::spawn(proxy::listener::serve(
             listener,
@@ -122,17 +146,6 @@ pub async fn run(
             tasks.clone(),
         ));
     }
-    let control_plane = match listeners.sentinel {
-        Some(listener) => Some(sentinel::start(
-            &config,
-            listener,
-            routes,
-            shutdown.clone(),
-        )?),
-        // Observers keep the configured route (following voters is to come);
-        // a route receiver keeps its last value after its sender is gone.
-        None => None,
-    };
     shutdown.cancelled().await;
     tasks.close();
     let drain = config.proxy.drain_timeout.0;

@@ -115,7 +115,9 @@ async fn linger(client: &TcpStream) {
         return;
     }
     let deadline = Instant::now() + LINGER;
-    let mut scratch = [0u8; 4096];
+    // On the heap: a stack array here would live in every session's task
+    // (this future is part of `run`) and cost 4 KiB per idle connection.
+    let mut scratch = vec![0u8; 4096];
     while let Ok(Ok(())) = tokio::time::timeout_at(deadline, client.readable()).await {
         match client.try_read(&mut scratch) {
             Ok(0) => return,
