@@ -71,12 +71,16 @@ impl Default for AdminConfig {
 pub struct ProxyConfig {
     /// After SIGTERM/SIGINT, how long sessions may take to finish.
     pub drain_timeout: Dur,
+    /// Threads serving connections: 1 runs everything on one thread (no
+    /// cross-thread wake-ups), 0 means one per CPU.
+    pub worker_threads: usize,
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             drain_timeout: Dur(Duration::from_secs(10)),
+            worker_threads: 1,
         }
     }
 }

@@ -20,7 +20,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use super::state::SessionState;
 use super::upstream;
@@ -197,7 +197,14 @@ impl Session {
     async fn serve(&mut self, shutdown: CancellationToken) -> Result<End, SessionError> {
         let _ = upstream::tune(&self.client, self.service.keepalive);
         self.connect_upstream().await;
-        let mut stop = pin!(shutdown.cancelled_owned());
+        // Polled once so the token knows to wake this task; after that the
+        // loop only reads the flag (polling the future takes a lock).
+        let mut stop = pin!(shutdown.clone().cancelled_owned());
+        poll_fn(|cx| {
+            let _ = stop.as_mut().poll(cx);
+            Poll::Ready(())
+        })
+        .await;
         let idle = self.service.idle_timeout;
         let mut idle_timer = pin!(sleep_until(
             Instant::now() + idle.unwrap_or(Duration::from_secs(3600))
@@ -209,8 +216,7 @@ impl Session {
             }
             let wants = self.wants(idle.is_some());
             let ready =
-                poll_fn(|cx| self.poll_ready(cx, wants, stop.as_mut(), idle_timer.as_mut()))
-                    .await?;
+                poll_fn(|cx| self.poll_ready(cx, wants, &shutdown, idle_timer.as_mut())).await?;
             if ready.client_read {
                 self.on_client_readable().await?;
             }
@@ -255,7 +261,7 @@ impl Session {
         &self,
         cx: &mut Context<'_>,
         wants: Wants,
-        stop: Pin<&mut WaitForCancellationFutureOwned>,
+        shutdown: &CancellationToken,
         idle: Pin<&mut Sleep>,
     ) -> Poll<Result<Ready, SessionError>> {
         use SessionError::{Client, Upstream as Up};
@@ -278,7 +284,7 @@ impl Session {
             let ready = Ready {
                 client_read,
                 upstream_read,
-                stop: wants.stop && stop.poll(cx).is_ready(),
+                stop: wants.stop && shutdown.is_cancelled(),
                 idle: wants.idle && idle.poll(cx).is_ready(),
             };
             let any = client_write
@@ -645,7 +651,13 @@ impl OutQueue {
                 *slot = IoSlice::new(chunk);
                 count += 1;
             }
-            match stream.try_write_vectored(slices.get(..count).unwrap_or(&[])) {
+            // One buffer (the usual case) goes out with send(2), which costs
+            // the kernel less than writev(2).
+            let result = match self.chunks.front() {
+                Some(only) if count == 1 => stream.try_write(only),
+                _ => stream.try_write_vectored(slices.get(..count).unwrap_or(&[])),
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.consume(written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
