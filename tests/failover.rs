@@ -83,6 +83,40 @@ fn kill_9_of_the_master_promotes_a_replica_and_moves_every_voter() {
 }
 
 #[test]
+fn sessions_on_the_old_master_end_when_the_route_moves() {
+    let (trio, voters) = three_voters();
+    let members = sentinel_addrs(&voters);
+    let old = trio.master.addr();
+    let mut idle = voters[0].client();
+    assert_eq!(text(&idle.cmd(&["SET", "route:before", "v"])), "OK");
+    let mut subscriber = voters[1].client();
+    subscriber.cmd(&["SUBSCRIBE", "news"]);
+
+    // A planned failover: the old master stays up (and a master) until the
+    // voters convert it, about 8 s later; only the route tells the sessions.
+    let reply = cluster::ask(members[0], &["SENTINEL", "FAILOVER", cluster::MASTER_NAME]);
+    assert!(
+        matches!(&reply, Ok(Frame::SimpleString(s)) if s == b"OK"),
+        "{reply:?}"
+    );
+    let promoted = wait_new_master(&members, &trio.replica_addrs());
+    // Both sessions are closed by the proxy (EOF), so their clients
+    // reconnect to the new master instead of writing to a master about to
+    // be demoted.
+    assert!(
+        idle.read_to_close().is_empty(),
+        "idle session: no stray bytes"
+    );
+    subscriber.read_to_close();
+    assert_eq!(
+        replica_of(old),
+        None,
+        "closed because of the route, before the old master was converted"
+    );
+    writes_reach(&voters, promoted, "route-moved");
+}
+
+#[test]
 fn sigstop_of_the_master_fails_over_and_the_old_master_rejoins_as_a_replica() {
     let (trio, voters) = three_voters();
     let members = sentinel_addrs(&voters);

@@ -61,6 +61,8 @@ pub enum End {
     ProtocolError,
     IdleTimeout,
     Shutdown,
+    /// The service's master moved (failover): the client reconnects to it.
+    RouteChanged,
 }
 
 /// An I/O failure, by the side it happened on.
@@ -161,7 +163,9 @@ struct Session {
     fatal: Option<Bytes>,
     closing: bool,
     draining: bool,
-    last_client_read: Instant,
+    /// The route moved away from `master`.
+    route_moved: bool,
+    last_activity: Instant,
 }
 
 impl Session {
@@ -189,7 +193,8 @@ impl Session {
             fatal: None,
             closing: false,
             draining: false,
-            last_client_read: Instant::now(),
+            route_moved: false,
+            last_activity: Instant::now(),
             service,
         }
     }
@@ -205,6 +210,7 @@ impl Session {
             Poll::Ready(())
         })
         .await;
+        let mut route_wait = wait_for_route_change(self.service.route.clone());
         let idle = self.service.idle_timeout;
         let mut idle_timer = pin!(sleep_until(
             Instant::now() + idle.unwrap_or(Duration::from_secs(3600))
@@ -215,8 +221,10 @@ impl Session {
                 return Ok(end);
             }
             let wants = self.wants(idle.is_some());
-            let ready =
-                poll_fn(|cx| self.poll_ready(cx, wants, &shutdown, idle_timer.as_mut())).await?;
+            let ready = poll_fn(|cx| {
+                self.poll_ready(cx, wants, &shutdown, idle_timer.as_mut(), &mut route_wait)
+            })
+            .await?;
             if ready.client_read {
                 self.on_client_readable().await?;
             }
@@ -226,13 +234,38 @@ impl Session {
             if ready.stop {
                 self.draining = true;
             }
+            if let Some(route) = ready.route {
+                let master = route.borrow().master;
+                route_wait = wait_for_route_change(route);
+                self.on_route(master);
+            }
             if let (true, Some(idle)) = (ready.idle, idle) {
-                if self.idle_expired(idle) {
+                if self.idle_exempt() {
+                    idle_timer.as_mut().reset(Instant::now() + idle);
+                } else if self.last_activity.elapsed() >= idle {
                     return Ok(End::IdleTimeout);
+                } else {
+                    idle_timer.as_mut().reset(self.last_activity + idle);
                 }
-                idle_timer
-                    .as_mut()
-                    .reset(self.last_client_read.max(Instant::now() - idle) + idle);
+            }
+        }
+    }
+
+    /// The control plane moved the master. A session connected to the old
+    /// one ends at its next quiet moment (nothing in flight, no open MULTI),
+    /// so no more writes reach a master that is being demoted and the
+    /// client reconnects to the new one; one that could not reach the old
+    /// master tries the new one at its next request.
+    fn on_route(&mut self, master: SocketAddr) {
+        if master == self.master {
+            return;
+        }
+        match &mut self.upstream {
+            Upstream::Connected(_) => self.route_moved = true,
+            Upstream::Unreachable { since, .. } => {
+                *since = Instant::now()
+                    .checked_sub(RECONNECT_INTERVAL)
+                    .unwrap_or(*since);
             }
         }
     }
@@ -244,7 +277,8 @@ impl Session {
             client_read: !self.client_eof
                 && self.fatal.is_none()
                 && !self.closing
-                && self.to_upstream.bytes < HIGH_WATER,
+                && self.to_upstream.bytes < HIGH_WATER
+                && self.to_client.bytes < HIGH_WATER,
             upstream_read: connected && !self.upstream_gone && self.to_client.bytes < HIGH_WATER,
             upstream_write: connected && !self.upstream_gone && !self.to_upstream.is_empty(),
             client_write: !self.to_client.is_empty(),
@@ -263,6 +297,7 @@ impl Session {
         wants: Wants,
         shutdown: &CancellationToken,
         idle: Pin<&mut Sleep>,
+        route: &mut RouteWait,
     ) -> Poll<Result<Ready, SessionError>> {
         use SessionError::{Client, Upstream as Up};
         let upstream = match &self.upstream {
@@ -286,13 +321,18 @@ impl Session {
                 upstream_read,
                 stop: wants.stop && shutdown.is_cancelled(),
                 idle: wants.idle && idle.poll(cx).is_ready(),
+                route: match route.as_mut().poll(cx) {
+                    Poll::Ready(receiver) => Some(receiver),
+                    Poll::Pending => None,
+                },
             };
             let any = client_write
                 || upstream_write
                 || ready.client_read
                 || ready.upstream_read
                 || ready.stop
-                || ready.idle;
+                || ready.idle
+                || ready.route.is_some();
             Ok((ready, any))
         };
         match poll(cx) {
@@ -334,7 +374,7 @@ impl Session {
             }
             Ok(_) => {
                 if self.service.idle_timeout.is_some() {
-                    self.last_client_read = Instant::now();
+                    self.last_activity = Instant::now();
                 }
                 if let Upstream::Unreachable { since, .. } = self.upstream
                     && since.elapsed() >= RECONNECT_INTERVAL
@@ -387,6 +427,7 @@ impl Session {
                     if self.from_client.len() - complete > QUERY_BUFFER_LIMIT {
                         self.forward_requests(complete);
                         self.fail(&"too big request");
+                        return;
                     }
                     break;
                 }
@@ -421,14 +462,16 @@ impl Session {
             Ok(args) => {
                 let encoded = encode_command(&args);
                 let mut scan = Scanner::new(Direction::Request, self.service.limits);
-                if let Ok(Progress::Frame(_)) = scan.scan(&encoded) {
-                    match &self.upstream {
+                match scan.scan(&encoded) {
+                    Ok(_) => match &self.upstream {
                         Upstream::Unreachable { reply, .. } => self.to_client.push(reply.clone()),
                         Upstream::Connected(_) => {
                             self.state.on_request(&encoded, scan.info());
                             self.to_upstream.push(encoded.freeze());
                         }
-                    }
+                    },
+                    // An argument over the bulk limit, for example.
+                    Err(e) => self.fail(&e),
                 }
             }
             Err(e) => self.fail(&e),
@@ -508,9 +551,15 @@ impl Session {
     }
 
     fn flush_client(&mut self) -> Result<(), SessionError> {
+        let before = self.to_client.bytes;
         self.to_client
             .flush(&self.client)
-            .map_err(SessionError::Client)
+            .map_err(SessionError::Client)?;
+        if self.service.idle_timeout.is_some() && self.to_client.bytes < before {
+            // A client downloading a large reply is active too.
+            self.last_activity = Instant::now();
+        }
+        Ok(())
     }
 
     /// Pushes queued bytes out and moves the session between phases.
@@ -546,6 +595,8 @@ impl Session {
             Some(End::UpstreamClosed)
         } else if self.draining && self.is_quiet() {
             Some(End::Shutdown)
+        } else if self.route_moved && self.is_quiet() {
+            Some(End::RouteChanged)
         } else {
             None
         }
@@ -561,12 +612,10 @@ impl Session {
             && !self.state.in_multi
     }
 
-    /// Like Redis's `timeout`: subscribers and blocked clients are exempt.
-    fn idle_expired(&self, idle: Duration) -> bool {
-        self.last_client_read.elapsed() >= idle
-            && !self.state.subscribed()
-            && !self.state.blocking_in_flight()
-            && !self.state.monitor
+    /// Like Redis's `timeout`: subscribers, MONITOR clients and clients
+    /// waiting for a command (blocking or slow) are never idle.
+    fn idle_exempt(&self) -> bool {
+        self.state.in_flight() > 0 || self.state.subscribed() || self.state.monitor
     }
 }
 
@@ -621,6 +670,21 @@ struct Ready {
     upstream_read: bool,
     stop: bool,
     idle: bool,
+    /// The route changed (the receiver comes back to wait for the next change).
+    route: Option<RouteReceiver>,
+}
+
+/// Waits for the service's route to change; yields the receiver back.
+type RouteWait = Pin<Box<dyn Future<Output = RouteReceiver> + Send>>;
+
+fn wait_for_route_change(mut route: RouteReceiver) -> RouteWait {
+    Box::pin(async move {
+        if route.changed().await.is_err() {
+            // No control plane (an observer): the route never changes.
+            std::future::pending::<()>().await;
+        }
+        route
+    })
 }
 
 /// Bytes waiting to be written to one socket, in order.
