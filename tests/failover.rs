@@ -660,3 +660,47 @@ fn mixed_manual_failover_led_by_a_real_sentinel_with_two_proxies() {
     );
     proxy_writes_reach(&members, promoted, "manual-real");
 }
+
+#[test]
+fn a_voter_that_cannot_write_its_state_file_does_not_vote() {
+    let trio = Trio::start();
+    let spec = VoterSpec::new(trio.master.addr(), 2, "1s", "20s");
+    let voter = VoterProxy::start(&spec);
+    let master = trio.master.addr();
+    let (ip, port) = (master.ip().to_string(), master.port().to_string());
+    let candidate = "c".repeat(40);
+    let ask = |epoch: &str| {
+        cluster::ask(
+            voter.sentinel_addr,
+            &[
+                "SENTINEL",
+                "is-master-down-by-addr",
+                &ip,
+                &port,
+                epoch,
+                &candidate,
+            ],
+        )
+    };
+    // Make the next write fail: the rename onto a non-empty directory fails.
+    let state = voter.state_file();
+    std::fs::remove_file(&state).expect("remove the state file");
+    std::fs::create_dir_all(state.join("blocker")).expect("block the state file path");
+    let refused = ask("7");
+    assert!(
+        matches!(&refused, Ok(Frame::Error(e)) if e.contains("cannot write its state file")),
+        "a vote that cannot be persisted is refused, not given: {refused:?}"
+    );
+    // The disk is back: the vote is given, and it is on disk.
+    std::fs::remove_dir_all(&state).expect("unblock the state file path");
+    let reply = poll("the voter to vote again", PATIENCE, || match ask("7") {
+        Ok(Frame::Array(items)) => Ok(items),
+        other => Err(format!("{other:?}")),
+    });
+    assert!(
+        matches!(&reply[1], Frame::BulkString(b) if b == candidate.as_bytes()),
+        "{reply:?}"
+    );
+    let text = std::fs::read_to_string(&state).expect("state file written again");
+    assert!(text.contains("sentinel leader-epoch mymaster 7"), "{text}");
+}

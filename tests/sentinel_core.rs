@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use sentinel_proxy::sentinel::core::{
-    Action, Addr, Config, ConfigError, Core, Event, FailoverRefused, FailoverState, InfoReport,
-    InstanceKind, LinkRef, MasterConfig, PersistedState, PingReply, Timing,
+    Action, Addr, Config, ConfigError, Core, Event, FailoverRefused, FailoverState, Hello,
+    InfoReport, InstanceKind, LinkRef, MasterConfig, PersistedState, PingReply, Timing,
 };
 
 const ME: &str = "1111111111111111111111111111111111111111";
@@ -591,4 +591,41 @@ fn instance_maps_follow_sentinels_field_order() {
 
     let check = core.quorum_check("mymaster").unwrap();
     assert_eq!((check.usable, check.voters, check.quorum), (1, 1, 1));
+}
+
+#[test]
+fn forged_hellos_are_dropped() {
+    let good = format!(
+        "127.0.0.1,26380,{},3,mymaster,127.0.0.1,6379,2",
+        "b".repeat(40)
+    );
+    assert!(Hello::parse(&good).is_some());
+    let forged = [
+        // A runid that is not 40 hex characters (it would be written to the state file).
+        "127.0.0.1,26380,abc,3,mymaster,127.0.0.1,6379,2".to_string(),
+        format!(
+            "127.0.0.1,26380,{}x,3,mymaster,127.0.0.1,6379,2",
+            "b".repeat(39)
+        ),
+        // Whitespace or a newline would inject a line into the state file.
+        format!(
+            "127.0.0.1,26380,{},3,my master,127.0.0.1,6379,2",
+            "b".repeat(40)
+        ),
+        format!(
+            "127.0.0.1\nsentinel myid x,26380,{},3,mymaster,127.0.0.1,6379,2",
+            "b".repeat(40)
+        ),
+        format!("127.0.0.1,26380,{},3,mymaster,,6379,2", "b".repeat(40)),
+    ];
+    let mut core = Core::new(config(1), T0).unwrap();
+    for payload in forged {
+        assert_eq!(Hello::parse(&payload), None, "{payload:?}");
+        let out = core.handle(Event::HelloReceived { payload }, T0);
+        assert!(
+            out.iter().all(|a| !matches!(a, Action::Persist { .. })),
+            "{out:?}"
+        );
+    }
+    assert!(core.master("mymaster").unwrap().peers.is_empty());
 }

@@ -7,7 +7,7 @@
 //! control plane asks into events, and reports `LinkDown` when either
 //! connection fails; the core decides when to connect again.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,10 +48,23 @@ pub enum LinkRequest {
 #[derive(Debug)]
 pub struct LinkContext {
     pub myid: String,
-    /// `(user, pass)` for masters and replicas.
+    /// How to reach each monitored master's instances, by master name.
+    pub access: HashMap<String, Access>,
+}
+
+/// Credentials and timeout for one master's instances (its `[[service]]`).
+#[derive(Debug)]
+pub struct Access {
+    /// `(user, pass)` sent with AUTH to the master and its replicas.
     pub auth: Option<(Option<String>, String)>,
     pub connect_timeout: Duration,
 }
+
+/// For links whose master is not configured (cannot happen; be safe).
+const DEFAULT_ACCESS: Access = Access {
+    auth: None,
+    connect_timeout: Duration::from_secs(1),
+};
 
 /// The control plane's handle on a running link task.
 pub struct LinkHandle {
@@ -105,13 +118,15 @@ async fn serve(
 ) -> std::io::Result<()> {
     let addr = resolve(&link.addr).await?;
     let short_id = context.myid.get(..8).unwrap_or(&context.myid);
+    let access = context.access.get(&link.master).unwrap_or(&DEFAULT_ACCESS);
+    // The instances' credentials are not the Sentinels' (12.1).
     let auth = if link.kind == InstanceKind::Sentinel {
         None
     } else {
-        context.auth.as_ref()
+        access.auth.as_ref()
     };
 
-    let (mut cmd_read, mut cmd_write) = connect(addr, context.connect_timeout).await?.into_split();
+    let (mut cmd_read, mut cmd_write) = connect(addr, access.connect_timeout).await?.into_split();
     let mut pending = VecDeque::new();
     let mut out = BytesMut::new();
     handshake(
@@ -124,7 +139,7 @@ async fn serve(
     let pubsub_name = format!("sentinel-{short_id}-pubsub");
     let mut pubsub = None;
     if link.kind != InstanceKind::Sentinel {
-        pubsub = Some(open_pubsub(addr, context, auth, &pubsub_name).await?);
+        pubsub = Some(open_pubsub(addr, access, auth, &pubsub_name).await?);
     }
     cmd_write.write_all(&out).await?;
     let _ = events.send(Event::LinkUp { link: link.clone() });
@@ -152,7 +167,7 @@ async fn serve(
                 // The failover transaction's CLIENT KILL TYPE pubsub closes it
                 // on the promoted replica: reopen it and keep the command
                 // connection, whose EXEC reply confirms the promotion.
-                Ok(None) | Err(_) => pubsub = Some(open_pubsub(addr, context, auth, &pubsub_name).await?),
+                Ok(None) | Err(_) => pubsub = Some(open_pubsub(addr, access, auth, &pubsub_name).await?),
             },
         }
     }
@@ -163,11 +178,11 @@ type PubSub = (OwnedReadHalf, OwnedWriteHalf, FrameReader);
 /// The Pub/Sub connection, subscribed to the hello channel.
 async fn open_pubsub(
     addr: SocketAddr,
-    context: &LinkContext,
+    access: &Access,
     auth: Option<&(Option<String>, String)>,
     name: &str,
 ) -> std::io::Result<PubSub> {
-    let (read, mut write) = connect(addr, context.connect_timeout).await?.into_split();
+    let (read, mut write) = connect(addr, access.connect_timeout).await?.into_split();
     let mut hello = BytesMut::new();
     handshake(&mut hello, &mut VecDeque::new(), auth, name);
     hello.extend_from_slice(&encode_command(&["SUBSCRIBE", HELLO_CHANNEL]));

@@ -17,11 +17,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{self, ApiCall};
 use super::core::{self, Action, Addr, Core, Event, LinkRef, MasterConfig, Timing};
-use super::link::{self, LinkContext, LinkHandle, LinkRequest};
+use super::link::{self, Access, LinkContext, LinkHandle, LinkRequest};
 use super::replies;
 use super::state_file::{self, StateFileError};
 use crate::config::Config;
 use crate::route::{Route, RouteSender};
+
+/// The reply to a peer or operator while the state file cannot be written.
+static STATE_FILE_ERROR: Bytes =
+    Bytes::from_static(b"-ERR sentinel-proxy cannot write its state file\r\n");
+
+/// Least time between attempts to write a state file that failed, in ms.
+const PERSIST_RETRY_MS: u64 = 100;
 
 /// How often the core's timer runs. Sentinel runs at `hz` 10, so each step
 /// of a failover (ODOWN, election, replica selection, SLAVEOF, the new
@@ -45,6 +52,8 @@ pub enum StartError {
     Core(#[from] core::ConfigError),
     #[error("sentinel.listen is {0}: set sentinel.announce_ip to the address peers should use")]
     NoAnnounceAddress(SocketAddr),
+    #[error("cannot start the control plane thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Builds the core from the configuration and the state file, and starts
@@ -54,7 +63,7 @@ pub fn start(
     listener: TcpListener,
     routes: HashMap<String, RouteSender>,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, StartError> {
+) -> Result<oneshot::Receiver<()>, StartError> {
     let path = config.sentinel.state_file.clone();
     let persisted = state_file::load(&path)?;
     let myid = match &persisted {
@@ -122,35 +131,57 @@ pub fn start(
     tracing::info!(myid = core.myid(), epoch = core.current_epoch(), sentinel = %listen, "sentinel control plane starting");
     let (events_tx, events) = mpsc::unbounded_channel();
     let (calls_tx, calls) = mpsc::unbounded_channel();
-    tokio::spawn(api::serve(listener, calls_tx, shutdown.clone()));
-    let auth = config
+    let access = config
         .services
-        .first()
-        .and_then(|s| s.auth_pass.clone().map(|pass| (s.auth_user.clone(), pass)));
-    let connect_timeout = config
-        .services
-        .first()
-        .map_or(Duration::from_secs(1), |s| s.connect_timeout.0);
+        .iter()
+        .map(|s| {
+            let auth = s.auth_pass.clone().map(|pass| (s.auth_user.clone(), pass));
+            let access = Access {
+                auth,
+                connect_timeout: s.connect_timeout.0,
+            };
+            (s.name.clone(), access)
+        })
+        .collect();
     let mut shell = Shell {
         start: Instant::now(),
         links: HashMap::new(),
-        link_context: Arc::new(LinkContext {
-            myid,
-            auth,
-            connect_timeout,
-        }),
+        link_context: Arc::new(LinkContext { myid, access }),
         events_tx,
         routes,
         state_path: path,
         quorums,
         masters: config.services.iter().map(|s| s.name.clone()).collect(),
         votes: HashMap::new(),
+        persist_failed: false,
+        last_persist_retry: 0,
         next_request: 0,
         core,
     };
-    Ok(tokio::spawn(async move {
-        shell.run(events, calls, shutdown).await
-    }))
+    // Its own thread: a state-file fsync (votes, epochs) must never stall
+    // client traffic, and client traffic must never delay a vote.
+    let listener = listener.into_std().map_err(StartError::Thread)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Thread)?;
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("control-plane".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        tokio::spawn(api::serve(listener, calls_tx, shutdown.clone()));
+                        shell.run(events, calls, shutdown).await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "sentinel port unusable"),
+                }
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(StartError::Thread)?;
+    Ok(done)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -168,8 +199,12 @@ struct Shell {
     quorums: HashMap<String, u32>,
     /// Service (master) names in configuration order.
     masters: Vec<String>,
-    /// Peers waiting for our is-master-down-by-addr answer, by request id.
+    /// Peers waiting for our is-master-down-by-addr answer, and operators
+    /// waiting for SENTINEL FAILOVER's, by request id.
     votes: HashMap<u64, oneshot::Sender<Bytes>>,
+    /// The last state-file write failed: no vote until one succeeds.
+    persist_failed: bool,
+    last_persist_retry: u64,
     next_request: u64,
 }
 
@@ -202,6 +237,48 @@ impl Shell {
         self.execute(actions);
     }
 
+    /// Writes the current state again; on success every route is re-sent,
+    /// since the route changes of the failed batch were dropped.
+    fn retry_persist(&mut self) -> bool {
+        let now = self.now();
+        if now.saturating_sub(self.last_persist_retry) < PERSIST_RETRY_MS {
+            return false;
+        }
+        self.last_persist_retry = now;
+        if state_file::save(
+            &self.state_path,
+            &self.core.persisted_state(),
+            &self.quorums,
+        )
+        .is_err()
+        {
+            return false;
+        }
+        tracing::info!(path = %self.state_path.display(), "state file written again: voting resumes");
+        self.persist_failed = false;
+        for name in &self.masters {
+            if let Some(brief) = self.core.master_brief(name) {
+                publish_route(&self.routes, name, brief.addr, brief.config_epoch);
+            }
+        }
+        true
+    }
+
+    /// Drops the actions after a failed write, answering the peers and
+    /// operators that wait for one of them with an error instead of silence.
+    fn refuse(&mut self, dropped: impl Iterator<Item = Action>) {
+        for action in dropped {
+            let request = match action {
+                Action::ReplyIsMasterDown { request, .. }
+                | Action::ManualFailoverReply { request, .. } => request,
+                _ => continue,
+            };
+            if let Some(reply) = self.votes.remove(&request) {
+                let _ = reply.send(STATE_FILE_ERROR.clone());
+            }
+        }
+    }
+
     fn on_call(&mut self, call: ApiCall) {
         match call {
             ApiCall::Hello(payload) => self.handle(Event::HelloReceived { payload }),
@@ -212,6 +289,10 @@ impl Shell {
                 runid,
                 reply,
             } => {
+                if self.persist_failed && !self.retry_persist() {
+                    let _ = reply.send(STATE_FILE_ERROR.clone());
+                    return;
+                }
                 let request = self.next_request;
                 self.next_request += 1;
                 self.votes.insert(request, reply);
@@ -247,13 +328,20 @@ impl Shell {
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
-        for action in actions {
+        if self.persist_failed && !self.retry_persist() {
+            // Memory may be ahead of the disk: nothing leaves this voter
+            // (no vote, no hello, no route) until the state is written.
+            self.refuse(actions.into_iter());
+            return;
+        }
+        let mut actions = actions.into_iter();
+        while let Some(action) = actions.next() {
             match action {
                 Action::Persist { state } => {
                     if let Err(e) = state_file::save(&self.state_path, &state, &self.quorums) {
-                        // Nothing after this may happen: a vote or an epoch
-                        // would get ahead of the disk.
-                        tracing::error!(path = %self.state_path.display(), error = %e, "cannot write the state file; dropping the actions that depend on it");
+                        tracing::error!(path = %self.state_path.display(), error = %e, "cannot write the state file: not voting until it can be written");
+                        self.persist_failed = true;
+                        self.refuse(actions);
                         return;
                     }
                 }

@@ -17,12 +17,22 @@ pub struct Hello {
 }
 
 impl Hello {
-    /// Exactly 8 comma-separated tokens with numeric ports and epochs, else `None`.
+    /// Exactly 8 comma-separated tokens with numeric ports and epochs, a
+    /// 40-hex runid, and host and name tokens without spaces or control
+    /// characters, else `None`. Hellos are unauthenticated (any Redis client
+    /// can PUBLISH one) and their fields end up in the state file, so
+    /// anything that could not be a real Sentinel's hello is dropped.
     pub fn parse(payload: &str) -> Option<Hello> {
         let t: Vec<&str> = payload.split(',').collect();
         let [ip, port, runid, epoch, name, mip, mport, cepoch] = t.as_slice() else {
             return None;
         };
+        let is_runid = runid.len() == 40 && runid.bytes().all(|b| b.is_ascii_hexdigit());
+        let is_token =
+            |s: &str| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic());
+        if !(is_runid && is_token(ip) && is_token(name) && is_token(mip)) {
+            return None;
+        }
         Some(Hello {
             sentinel_addr: Addr::new(*ip, port.parse().ok()?),
             runid: (*runid).to_string(),
