@@ -15,6 +15,9 @@ use super::scan::{Direction, Limits, Progress, Scanner};
 
 /// Nesting allowed in control-plane replies (Sentinel's deepest is 2).
 const CONTROL_DEPTH: usize = 8;
+/// Longest string on a control-plane connection (INFO is a few KiB): an
+/// unauthenticated peer cannot make us buffer Redis's 512 MB.
+const CONTROL_BULK: usize = 1 << 20;
 
 /// Reads complete frames from one connection.
 pub struct FrameReader {
@@ -27,6 +30,7 @@ impl FrameReader {
     pub fn new(direction: Direction) -> Self {
         let limits = Limits {
             max_depth: CONTROL_DEPTH,
+            max_bulk_len: CONTROL_BULK,
             ..Limits::default()
         };
         FrameReader {

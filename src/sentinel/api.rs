@@ -144,15 +144,33 @@ async fn dispatch(args: Vec<Bytes>, calls: &mpsc::UnboundedSender<ApiCall>) -> B
             .await
         }
         ("sentinel", []) => arity_error("sentinel"),
-        _ => {
-            let quoted: Vec<String> = rest.iter().map(|w| format!("'{w}'")).collect();
-            reply::error(&format!(
-                "ERR unknown command '{}', with args beginning with: {}",
-                words.first().map_or("", String::as_str),
-                quoted.join(" ")
-            ))
-        }
+        ("ping", _) => arity_error("ping"),
+        ("role", _) => arity_error("role"),
+        _ => unknown_command(&words),
     }
+}
+
+/// Redis's wording, and its bounds: the name and the echoed arguments are
+/// cut at 128 characters, so a huge request does not come back whole.
+fn unknown_command(words: &[String]) -> Bytes {
+    const ECHO: usize = 128;
+    let (name, rest) = words
+        .split_first()
+        .map_or(("", &[][..]), |(n, r)| (n.as_str(), r));
+    let mut args = String::new();
+    for word in rest {
+        if args.len() >= ECHO {
+            break;
+        }
+        let room = ECHO - args.len();
+        args.push('\'');
+        args.extend(word.chars().take(room));
+        args.push_str("' ");
+    }
+    let name: String = name.chars().take(ECHO).collect();
+    reply::error(&format!(
+        "ERR unknown command '{name}', with args beginning with: {args}"
+    ))
 }
 
 async fn ask(
@@ -189,5 +207,21 @@ pub fn encode(frame: &BytesFrame) -> Bytes {
     match extend_encode(&mut out, frame, false) {
         Ok(_) => out.freeze(),
         Err(_) => reply::error("ERR internal error encoding a reply"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_commands_are_echoed_like_redis_and_bounded() {
+        let words: Vec<String> = ["SET", "k", "v"].iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            &unknown_command(&words)[..],
+            b"-ERR unknown command 'SET', with args beginning with: 'k' 'v' \r\n"
+        );
+        let huge = vec!["GET".to_string(), "x".repeat(10_000), "y".repeat(10_000)];
+        assert!(unknown_command(&huge).len() < 300);
     }
 }

@@ -25,6 +25,9 @@ use crate::resp::Direction;
 use crate::resp::frames::{FrameReader, frame_text};
 use crate::resp::request::encode_command;
 
+/// A Pub/Sub connection is reopened at most once per this period.
+const PUBSUB_REOPEN_PERIOD: Duration = Duration::from_secs(1);
+
 /// The hello channel every Sentinel publishes and subscribes to.
 pub const HELLO_CHANNEL: &str = "__sentinel__:hello";
 
@@ -145,6 +148,7 @@ async fn serve(
     let _ = events.send(Event::LinkUp { link: link.clone() });
 
     let mut replies = FrameReader::new(Direction::Reply);
+    let mut last_reopen: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             request = requests.recv() => {
@@ -167,7 +171,15 @@ async fn serve(
                 // The failover transaction's CLIENT KILL TYPE pubsub closes it
                 // on the promoted replica: reopen it and keep the command
                 // connection, whose EXEC reply confirms the promotion.
-                Ok(None) | Err(_) => pubsub = Some(open_pubsub(addr, access, auth, &pubsub_name).await?),
+                // A connection that closes again at once (an instance at
+                // maxclients, say) means the link is down.
+                Ok(None) | Err(_) => {
+                    if last_reopen.is_some_and(|at| at.elapsed() < PUBSUB_REOPEN_PERIOD) {
+                        return Err(std::io::Error::other("pubsub connection keeps closing"));
+                    }
+                    last_reopen = Some(tokio::time::Instant::now());
+                    pubsub = Some(open_pubsub(addr, access, auth, &pubsub_name).await?);
+                }
             },
         }
     }
