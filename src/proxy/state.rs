@@ -6,6 +6,19 @@
 //! the current upstream connection really has; this is what a later failover
 //! replays on a new master. The FIFO of pending requests also tells the
 //! session how many requests are in flight and whether one of them blocks.
+//!
+//! An error reply always completes the oldest pending request, whatever the
+//! number of replies it still expected: Redis refuses a `SUBSCRIBE a b`
+//! (`-NOPERM`, `-NOAUTH`) with one error, not one per channel.
+//!
+//! How many confirmations an argument-less UNSUBSCRIBE gets depends on
+//! requests that may not be answered yet. Rather than keeping a second,
+//! request-side copy of the subscriptions (which a failed SUBSCRIBE or a
+//! discarded transaction would leave wrong), that count is predicted from
+//! the confirmed subscriptions plus the Pub/Sub requests still in flight,
+//! assuming they succeed: a request that fails leaves the queue and so
+//! stops counting, and a SUBSCRIBE queued in MULTI counts only after its
+//! EXEC.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -43,6 +56,9 @@ enum Effect {
     Unwatch,
     Reset,
     Subscribe(SubKind, Vec<Bytes>),
+    /// The confirmations after the first of the Pub/Sub commands an EXEC ran:
+    /// they follow EXEC's array.
+    Confirmations,
     /// An empty list means "all of this kind".
     Unsubscribe(SubKind, Vec<Bytes>),
     Monitor,
@@ -85,21 +101,17 @@ pub struct SessionState {
     pub name: Option<Bytes>,
     /// The CLIENT TRACKING arguments in force (after `TRACKING`), if on.
     pub tracking: Option<Vec<Bytes>>,
-    pub channels: HashSet<Bytes>,
-    pub patterns: HashSet<Bytes>,
-    pub shard_channels: HashSet<Bytes>,
+    /// Confirmed subscriptions, one set per [`SubKind`] (see [`of_kind`]).
+    subscriptions: [HashSet<Bytes>; 3],
     pub in_multi: bool,
     pub watching: bool,
     pub monitor: bool,
     pending: VecDeque<Pending>,
     /// Effects of commands queued in the open transaction.
     tx_effects: Vec<Effect>,
-    /// Whether a MULTI has been sent and not yet closed (request-side view).
+    /// Whether a MULTI has been sent and not yet closed (request-side view):
+    /// what is sent while it is set is queued by Redis.
     tx_open: bool,
-    /// Subscriptions as requested so far (request-side view): how many
-    /// confirmations an UNSUBSCRIBE without arguments will get depends on
-    /// requests that may not be answered yet.
-    requested: [HashSet<Bytes>; 3],
     reply_mode: ReplyMode,
     blocking: usize,
 }
@@ -112,16 +124,13 @@ impl Default for SessionState {
             protocol: 2,
             name: None,
             tracking: None,
-            channels: HashSet::new(),
-            patterns: HashSet::new(),
-            shard_channels: HashSet::new(),
+            subscriptions: Default::default(),
             in_multi: false,
             watching: false,
             monitor: false,
             pending: VecDeque::new(),
             tx_effects: Vec::new(),
             tx_open: false,
-            requested: Default::default(),
             reply_mode: ReplyMode::On,
             blocking: 0,
         }
@@ -141,32 +150,49 @@ impl SessionState {
 
     /// Whether the connection is in Pub/Sub mode.
     pub fn subscribed(&self) -> bool {
-        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
+        self.subscriptions.iter().any(|set| !set.is_empty())
     }
 
-    fn requested_subscriptions(&self, kind: SubKind) -> &HashSet<Bytes> {
-        let [channels, patterns, shards] = &self.requested;
-        match kind {
-            SubKind::Channel => channels,
-            SubKind::Pattern => patterns,
-            SubKind::Shard => shards,
+    /// The confirmed subscriptions of one kind.
+    pub fn subscriptions(&self, kind: SubKind) -> &HashSet<Bytes> {
+        of_kind(&self.subscriptions, kind)
+    }
+
+    /// The subscriptions the connection will have once the first `before`
+    /// pending requests succeed (the request-side view).
+    fn predicted_subscriptions(&self, before: usize) -> [HashSet<Bytes>; 3] {
+        let mut sets = self.subscriptions.clone();
+        // Pub/Sub commands queued in the open transaction run at its EXEC.
+        let mut tx: Vec<&Effect> = self.tx_effects.iter().collect();
+        for p in self.pending.iter().take(before) {
+            match &p.effect {
+                Effect::Exec => {
+                    for effect in tx.drain(..) {
+                        update_subscriptions(&mut sets, effect);
+                    }
+                }
+                Effect::Discard => tx.clear(),
+                Effect::Reset => {
+                    tx.clear();
+                    sets = Default::default();
+                }
+                effect if p.queued => tx.push(effect),
+                effect => update_subscriptions(&mut sets, effect),
+            }
         }
+        sets
     }
 
-    fn requested_subscriptions_mut(&mut self, kind: SubKind) -> &mut HashSet<Bytes> {
-        let [channels, patterns, shards] = &mut self.requested;
-        match kind {
-            SubKind::Channel => channels,
-            SubKind::Pattern => patterns,
-            SubKind::Shard => shards,
-        }
-    }
-
-    fn subscriptions_mut(&mut self, kind: SubKind) -> &mut HashSet<Bytes> {
-        match kind {
-            SubKind::Channel => &mut self.channels,
-            SubKind::Pattern => &mut self.patterns,
-            SubKind::Shard => &mut self.shard_channels,
+    /// Replies a request gets when sent after the first `before` pending
+    /// requests (replies switched on).
+    fn expected_replies(&self, effect: &Effect, queued: bool, before: usize) -> usize {
+        match effect {
+            // Inside MULTI, everything is answered with one `+QUEUED`.
+            _ if queued => 1,
+            Effect::Unsubscribe(_, channels) if channels.is_empty() => {
+                confirmations(effect, &self.predicted_subscriptions(before))
+            }
+            _ => confirmations(effect, &self.subscriptions),
         }
     }
 
@@ -174,16 +200,25 @@ impl SessionState {
     /// complete RESP array and `info` its scanner summary.
     pub fn on_request(&mut self, frame: &[u8], info: &FrameInfo) {
         let command = Command::from_name(info.head());
-        let (effect, mut replies, blocking) = match command {
-            Command::Other => (Effect::None, 1, false),
-            Command::Blocking => (Effect::None, 1, true),
+        let (effect, blocking) = match command {
+            Command::Other => (Effect::None, false),
+            Command::Blocking => (Effect::None, true),
             Command::MaybeBlocking => {
                 let blocks = Args::new(frame).any(|a| a.eq_ignore_ascii_case(b"block"));
-                (Effect::None, 1, blocks)
+                (Effect::None, blocks)
             }
-            _ => self.effect_of(command, frame),
+            _ => (effect_of(command, frame), false),
         };
+        let queued = self.tx_open
+            && !matches!(
+                effect,
+                Effect::Exec | Effect::Discard | Effect::Multi | Effect::Reset
+            );
+        let mut replies = self.expected_replies(&effect, queued, self.pending.len());
         match self.reply_mode {
+            // RESET turns replies back on and is answered, unless it is the
+            // very command a `CLIENT REPLY SKIP` skips (as Redis 7 does).
+            ReplyMode::Off if effect == Effect::Reset => self.reply_mode = ReplyMode::On,
             ReplyMode::On => {}
             ReplyMode::Off => replies = 0,
             ReplyMode::SkipNext => {
@@ -194,32 +229,14 @@ impl SessionState {
         // CLIENT REPLY itself decides whether it is answered.
         if let Some(mode) = client_reply_mode(command, frame) {
             replies = usize::from(mode == ReplyMode::On);
-            self.reply_mode = mode;
+            // Redis ignores SKIP while replies are off.
+            if !(mode == ReplyMode::SkipNext && self.reply_mode == ReplyMode::Off) {
+                self.reply_mode = mode;
+            }
         }
-        let queued = self.tx_open
-            && !matches!(
-                effect,
-                Effect::Exec | Effect::Discard | Effect::Multi | Effect::Reset
-            );
         match &effect {
             Effect::Multi => self.tx_open = true,
-            Effect::Exec | Effect::Discard => self.tx_open = false,
-            Effect::Reset => {
-                self.tx_open = false;
-                self.requested = Default::default();
-            }
-            Effect::Subscribe(kind, channels) => self
-                .requested_subscriptions_mut(*kind)
-                .extend(channels.iter().cloned()),
-            Effect::Unsubscribe(kind, channels) if channels.is_empty() => {
-                self.requested_subscriptions_mut(*kind).clear()
-            }
-            Effect::Unsubscribe(kind, channels) => {
-                let set = self.requested_subscriptions_mut(*kind);
-                for channel in channels {
-                    set.remove(channel);
-                }
-            }
+            Effect::Exec | Effect::Discard | Effect::Reset => self.tx_open = false,
             _ => {}
         }
         if replies == 0 {
@@ -234,94 +251,6 @@ impl SessionState {
         });
     }
 
-    fn effect_of(&self, command: Command, frame: &[u8]) -> (Effect, usize, bool) {
-        let mut args = Args::new(frame);
-        args.next();
-        let arg = |a: Option<&[u8]>| a.map(Bytes::copy_from_slice);
-        let effect = match command {
-            Command::Select => match args.next().and_then(parse_i64) {
-                Some(db) => Effect::Select(db),
-                None => Effect::None,
-            },
-            Command::Auth => {
-                let (first, second) = (args.next(), args.next());
-                match (first, second) {
-                    (Some(pass), None) => Effect::Auth(Credentials {
-                        user: None,
-                        pass: Bytes::copy_from_slice(pass),
-                    }),
-                    (Some(user), Some(pass)) => Effect::Auth(Credentials {
-                        user: Some(Bytes::copy_from_slice(user)),
-                        pass: Bytes::copy_from_slice(pass),
-                    }),
-                    _ => Effect::None,
-                }
-            }
-            Command::Hello => {
-                let protocol = args
-                    .next()
-                    .and_then(parse_i64)
-                    .and_then(|p| u8::try_from(p).ok());
-                let (mut auth, mut name) = (None, None);
-                while let Some(option) = args.next() {
-                    if option.eq_ignore_ascii_case(b"auth") {
-                        let (user, pass) = (args.next(), args.next());
-                        if let (Some(user), Some(pass)) = (user, pass) {
-                            auth = Some(Credentials {
-                                user: Some(Bytes::copy_from_slice(user)),
-                                pass: Bytes::copy_from_slice(pass),
-                            });
-                        }
-                    } else if option.eq_ignore_ascii_case(b"setname") {
-                        name = arg(args.next());
-                    }
-                }
-                Effect::Hello {
-                    protocol,
-                    auth,
-                    name,
-                }
-            }
-            Command::Client => {
-                let sub = args.next().unwrap_or_default();
-                if sub.eq_ignore_ascii_case(b"setname") {
-                    arg(args.next()).map_or(Effect::None, Effect::SetName)
-                } else if sub.eq_ignore_ascii_case(b"tracking") {
-                    let rest: Vec<Bytes> = args.map(Bytes::copy_from_slice).collect();
-                    let on = rest.first().is_some_and(|a| a.eq_ignore_ascii_case(b"on"));
-                    Effect::Tracking(on.then_some(rest))
-                } else {
-                    Effect::None
-                }
-            }
-            Command::Multi => Effect::Multi,
-            Command::Exec => Effect::Exec,
-            Command::Discard => Effect::Discard,
-            Command::Watch => Effect::Watch,
-            Command::Unwatch => Effect::Unwatch,
-            Command::Reset => Effect::Reset,
-            Command::Monitor => Effect::Monitor,
-            Command::Subscribe(kind) => {
-                Effect::Subscribe(kind, args.map(Bytes::copy_from_slice).collect())
-            }
-            Command::Unsubscribe(kind) => {
-                Effect::Unsubscribe(kind, args.map(Bytes::copy_from_slice).collect())
-            }
-            Command::Other | Command::Blocking | Command::MaybeBlocking => Effect::None,
-        };
-        let replies = match &effect {
-            // One confirmation per channel; "all" gets one per current
-            // subscription, or a single one when there is none.
-            Effect::Subscribe(_, channels) => channels.len().max(1),
-            Effect::Unsubscribe(kind, channels) if channels.is_empty() => {
-                self.requested_subscriptions(*kind).len().max(1)
-            }
-            Effect::Unsubscribe(_, channels) => channels.len(),
-            _ => 1,
-        };
-        (effect, replies, false)
-    }
-
     /// Records a complete reply frame from upstream and says whether it
     /// answered a request.
     pub fn on_reply(&mut self, info: &FrameInfo) -> ReplyRole {
@@ -332,25 +261,96 @@ impl SessionState {
             // Nothing was asked: treat it like a push rather than lose count.
             return ReplyRole::OutOfBand;
         };
-        front.replies -= 1;
-        if front.replies > 0 {
-            return ReplyRole::Answer;
+        let error = info.is_error();
+        // An error is the only reply to its request, however many it expected.
+        if !error {
+            front.replies -= 1;
+            if front.replies > 0 {
+                return ReplyRole::Answer;
+            }
         }
         let Some(done) = self.pending.pop_front() else {
             return ReplyRole::Answer;
         };
         self.blocking -= usize::from(done.blocking);
-        if info.is_error() {
-            return ReplyRole::Answer;
-        }
         if done.queued {
-            if done.effect != Effect::None {
+            if !error && done.effect != Effect::None {
                 self.tx_effects.push(done.effect);
             }
-        } else {
-            self.apply(done.effect, info);
+            return ReplyRole::Answer;
+        }
+        match done.effect {
+            // EXEC and DISCARD close the transaction whatever their reply.
+            Effect::Exec | Effect::Discard => self.close_transaction(info),
+            Effect::Multi if error => self.multi_failed(),
+            _ if error => {}
+            effect => self.apply(effect),
         }
         ReplyRole::Answer
+    }
+
+    /// The reply to EXEC or DISCARD. Redis discards the transaction and
+    /// forgets the WATCHed keys whatever the outcome (`-EXECABORT`, a null
+    /// reply after a WATCHed key changed, ...); only an EXEC or DISCARD
+    /// sent with no transaction open fails without touching anything
+    /// (`-ERR EXEC without MULTI` keeps the WATCH). The queued effects take
+    /// effect only when EXEC returns the (non-empty) array of results.
+    fn close_transaction(&mut self, info: &FrameInfo) {
+        let was_open = std::mem::take(&mut self.in_multi);
+        let effects = std::mem::take(&mut self.tx_effects);
+        if !was_open && info.is_error() {
+            return;
+        }
+        self.watching = false;
+        if info.kind == b'*' && info.len > 0 {
+            // EXEC's array holds one reply per command, but Redis writes all
+            // the confirmations of a Pub/Sub command: the ones after the
+            // first follow the array.
+            let mut extra = 0;
+            for effect in effects {
+                extra += confirmations(&effect, &self.subscriptions) - 1;
+                self.apply(effect);
+            }
+            if extra > 0 {
+                self.pending.push_front(Pending {
+                    replies: extra,
+                    effect: Effect::Confirmations,
+                    blocking: false,
+                    queued: false,
+                });
+            }
+        }
+    }
+
+    /// A MULTI answered with an error. Inside a transaction (nested MULTI)
+    /// the transaction goes on. Otherwise (`-NOAUTH`, `-NOPERM`, ...) none
+    /// was opened: the requests pipelined after this MULTI, up to the next
+    /// MULTI, EXEC, DISCARD or RESET, run as ordinary commands rather than
+    /// being queued, and if there is no such boundary the request side is
+    /// no longer in a transaction.
+    fn multi_failed(&mut self) {
+        if self.in_multi {
+            return;
+        }
+        for at in 0..self.pending.len() {
+            let Some(p) = self.pending.get(at) else {
+                break;
+            };
+            if matches!(
+                p.effect,
+                Effect::Multi | Effect::Exec | Effect::Discard | Effect::Reset
+            ) {
+                return;
+            }
+            if p.queued {
+                let replies = self.expected_replies(&p.effect, false, at);
+                if let Some(p) = self.pending.get_mut(at) {
+                    p.queued = false;
+                    p.replies = replies;
+                }
+            }
+        }
+        self.tx_open = false;
     }
 
     fn out_of_band(&self, info: &FrameInfo) -> bool {
@@ -360,10 +360,13 @@ impl SessionState {
             // the monitoring client's own commands (PING, RESET) are answers.
             return true;
         }
-        let confirmation_expected = self
-            .pending
-            .front()
-            .is_some_and(|p| matches!(p.effect, Effect::Subscribe(..) | Effect::Unsubscribe(..)));
+        let confirmation_expected = self.pending.front().is_some_and(|p| {
+            !p.queued
+                && matches!(
+                    p.effect,
+                    Effect::Subscribe(..) | Effect::Unsubscribe(..) | Effect::Confirmations
+                )
+        });
         match info.kind {
             // RESP3 pushes carry both messages and subscription confirmations.
             b'>' => !(confirmation_expected && is_subscription_reply(info.head())),
@@ -378,9 +381,9 @@ impl SessionState {
         }
     }
 
-    fn apply(&mut self, effect: Effect, info: &FrameInfo) {
+    fn apply(&mut self, effect: Effect) {
         match effect {
-            Effect::None => {}
+            Effect::None | Effect::Confirmations => {}
             Effect::Select(db) => self.db = db,
             Effect::Auth(credentials) => self.auth = Some(credentials),
             Effect::Hello {
@@ -401,22 +404,8 @@ impl SessionState {
             Effect::SetName(name) => self.name = (!name.is_empty()).then_some(name),
             Effect::Tracking(args) => self.tracking = args,
             Effect::Multi => self.in_multi = true,
-            Effect::Exec => {
-                self.in_multi = false;
-                self.watching = false;
-                let effects = std::mem::take(&mut self.tx_effects);
-                // A null or empty array means the transaction did not run.
-                if info.kind == b'*' && info.len > 0 {
-                    for effect in effects {
-                        self.apply(effect, info);
-                    }
-                }
-            }
-            Effect::Discard => {
-                self.in_multi = false;
-                self.watching = false;
-                self.tx_effects.clear();
-            }
+            // Handled by `close_transaction`; never queued.
+            Effect::Exec | Effect::Discard => {}
             Effect::Watch => self.watching = true,
             Effect::Unwatch => self.watching = false,
             Effect::Reset => {
@@ -425,26 +414,149 @@ impl SessionState {
                 let fresh = SessionState {
                     pending: std::mem::take(&mut self.pending),
                     tx_open: self.tx_open,
-                    requested: std::mem::take(&mut self.requested),
                     reply_mode: self.reply_mode,
                     blocking: self.blocking,
                     ..SessionState::default()
                 };
                 *self = fresh;
             }
-            Effect::Subscribe(kind, channels) => self.subscriptions_mut(kind).extend(channels),
-            Effect::Unsubscribe(kind, channels) => {
-                let set = self.subscriptions_mut(kind);
-                if channels.is_empty() {
-                    set.clear();
-                } else {
-                    for channel in &channels {
-                        set.remove(channel);
-                    }
-                }
+            effect @ (Effect::Subscribe(..) | Effect::Unsubscribe(..)) => {
+                update_subscriptions(&mut self.subscriptions, &effect)
             }
             Effect::Monitor => self.monitor = true,
         }
+    }
+}
+
+/// One kind's set in per-kind subscription sets.
+fn of_kind(sets: &[HashSet<Bytes>; 3], kind: SubKind) -> &HashSet<Bytes> {
+    let [channels, patterns, shards] = sets;
+    match kind {
+        SubKind::Channel => channels,
+        SubKind::Pattern => patterns,
+        SubKind::Shard => shards,
+    }
+}
+
+/// One kind's set in per-kind subscription sets, to change.
+fn of_kind_mut(sets: &mut [HashSet<Bytes>; 3], kind: SubKind) -> &mut HashSet<Bytes> {
+    let [channels, patterns, shards] = sets;
+    match kind {
+        SubKind::Channel => channels,
+        SubKind::Pattern => patterns,
+        SubKind::Shard => shards,
+    }
+}
+
+/// How many replies (confirmations) a request gets, given the subscriptions
+/// in force when it runs: one per channel; "all" gets one per current
+/// subscription, or a single one when there is none.
+fn confirmations(effect: &Effect, sets: &[HashSet<Bytes>; 3]) -> usize {
+    match effect {
+        Effect::Subscribe(_, channels) => channels.len().max(1),
+        Effect::Unsubscribe(kind, channels) if channels.is_empty() => {
+            of_kind(sets, *kind).len().max(1)
+        }
+        Effect::Unsubscribe(_, channels) => channels.len(),
+        _ => 1,
+    }
+}
+
+/// Applies a SUBSCRIBE or UNSUBSCRIBE to per-kind subscription sets; other
+/// effects change nothing.
+fn update_subscriptions(sets: &mut [HashSet<Bytes>; 3], effect: &Effect) {
+    match effect {
+        Effect::Subscribe(kind, channels) => {
+            of_kind_mut(sets, *kind).extend(channels.iter().cloned())
+        }
+        Effect::Unsubscribe(kind, channels) if channels.is_empty() => {
+            of_kind_mut(sets, *kind).clear()
+        }
+        Effect::Unsubscribe(kind, channels) => {
+            let set = of_kind_mut(sets, *kind);
+            for channel in channels {
+                set.remove(channel);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The state change a tracked command asks for.
+fn effect_of(command: Command, frame: &[u8]) -> Effect {
+    let mut args = Args::new(frame);
+    args.next();
+    let arg = |a: Option<&[u8]>| a.map(Bytes::copy_from_slice);
+    match command {
+        Command::Select => match args.next().and_then(parse_i64) {
+            Some(db) => Effect::Select(db),
+            None => Effect::None,
+        },
+        Command::Auth => {
+            let (first, second) = (args.next(), args.next());
+            match (first, second) {
+                (Some(pass), None) => Effect::Auth(Credentials {
+                    user: None,
+                    pass: Bytes::copy_from_slice(pass),
+                }),
+                (Some(user), Some(pass)) => Effect::Auth(Credentials {
+                    user: Some(Bytes::copy_from_slice(user)),
+                    pass: Bytes::copy_from_slice(pass),
+                }),
+                _ => Effect::None,
+            }
+        }
+        Command::Hello => {
+            let protocol = args
+                .next()
+                .and_then(parse_i64)
+                .and_then(|p| u8::try_from(p).ok());
+            let (mut auth, mut name) = (None, None);
+            while let Some(option) = args.next() {
+                if option.eq_ignore_ascii_case(b"auth") {
+                    let (user, pass) = (args.next(), args.next());
+                    if let (Some(user), Some(pass)) = (user, pass) {
+                        auth = Some(Credentials {
+                            user: Some(Bytes::copy_from_slice(user)),
+                            pass: Bytes::copy_from_slice(pass),
+                        });
+                    }
+                } else if option.eq_ignore_ascii_case(b"setname") {
+                    name = arg(args.next());
+                }
+            }
+            Effect::Hello {
+                protocol,
+                auth,
+                name,
+            }
+        }
+        Command::Client => {
+            let sub = args.next().unwrap_or_default();
+            if sub.eq_ignore_ascii_case(b"setname") {
+                arg(args.next()).map_or(Effect::None, Effect::SetName)
+            } else if sub.eq_ignore_ascii_case(b"tracking") {
+                let rest: Vec<Bytes> = args.map(Bytes::copy_from_slice).collect();
+                let on = rest.first().is_some_and(|a| a.eq_ignore_ascii_case(b"on"));
+                Effect::Tracking(on.then_some(rest))
+            } else {
+                Effect::None
+            }
+        }
+        Command::Multi => Effect::Multi,
+        Command::Exec => Effect::Exec,
+        Command::Discard => Effect::Discard,
+        Command::Watch => Effect::Watch,
+        Command::Unwatch => Effect::Unwatch,
+        Command::Reset => Effect::Reset,
+        Command::Monitor => Effect::Monitor,
+        Command::Subscribe(kind) => {
+            Effect::Subscribe(kind, args.map(Bytes::copy_from_slice).collect())
+        }
+        Command::Unsubscribe(kind) => {
+            Effect::Unsubscribe(kind, args.map(Bytes::copy_from_slice).collect())
+        }
+        Command::Other | Command::Blocking | Command::MaybeBlocking => Effect::None,
     }
 }
 

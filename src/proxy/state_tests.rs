@@ -146,12 +146,12 @@ fn subscriptions_in_resp2_separate_messages_from_replies() {
     );
     assert_eq!(roles, vec![ReplyRole::Answer; 2]);
     assert_eq!(s.in_flight(), 0);
-    assert!(s.subscribed() && s.channels.contains(&b"a"[..]));
+    assert!(s.subscribed() && s.subscriptions(SubKind::Channel).contains(&b"a"[..]));
     let roles = replies(&mut s, b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n");
     assert_eq!(roles, vec![ReplyRole::OutOfBand]);
     request(&mut s, &["PSUBSCRIBE", "n*"]);
     replies(&mut s, b"*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:3\r\n");
-    assert!(s.patterns.contains(&b"n*"[..]));
+    assert!(s.subscriptions(SubKind::Pattern).contains(&b"n*"[..]));
 
     request(&mut s, &["UNSUBSCRIBE"]);
     assert_eq!(s.in_flight(), 1);
@@ -160,7 +160,10 @@ fn subscriptions_in_resp2_separate_messages_from_replies() {
         b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:2\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:1\r\n",
     );
     assert_eq!(s.in_flight(), 0, "one confirmation per channel");
-    assert!(s.channels.is_empty() && !s.patterns.is_empty());
+    assert!(
+        s.subscriptions(SubKind::Channel).is_empty()
+            && !s.subscriptions(SubKind::Pattern).is_empty()
+    );
 }
 
 #[test]
@@ -173,7 +176,7 @@ fn resp3_pushes_are_out_of_band_except_confirmations() {
         replies(&mut s, b">3\r\n$10\r\nssubscribe\r\n$5\r\nshard\r\n:1\r\n"),
         vec![ReplyRole::Answer]
     );
-    assert!(s.shard_channels.contains(&b"shard"[..]));
+    assert!(s.subscriptions(SubKind::Shard).contains(&b"shard"[..]));
     request(&mut s, &["GET", "k"]);
     // An invalidation push arrives before the GET reply: it must not answer it.
     let roles = replies(
@@ -302,4 +305,223 @@ fn resp3_arrays_starting_with_message_are_replies() {
         vec![ReplyRole::Answer]
     );
     assert_eq!(s.in_flight(), 0);
+}
+
+#[test]
+fn an_error_completes_a_request_expecting_several_replies() {
+    let mut s = SessionState::default();
+    request(&mut s, &["SUBSCRIBE", "a", "b"]);
+    request(&mut s, &["GET", "k"]);
+    let roles = replies(
+        &mut s,
+        b"-NOPERM User has no permissions to access the 'a' channel\r\n$1\r\nv\r\n",
+    );
+    assert_eq!(roles, vec![ReplyRole::Answer; 2]);
+    assert_eq!(s.in_flight(), 0, "the GET reply is not a 2nd confirmation");
+    assert!(!s.subscribed(), "a refused SUBSCRIBE subscribes to nothing");
+}
+
+#[test]
+fn a_subscribe_queued_in_multi_expects_one_queued() {
+    let mut s = SessionState::default();
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SUBSCRIBE", "a", "b"]);
+    request(&mut s, &["EXEC"]);
+    replies(&mut s, b"+OK\r\n+QUEUED\r\n");
+    assert_eq!(s.in_flight(), 1, "only EXEC is left");
+    assert!(!s.subscribed(), "not before EXEC");
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["UNSUBSCRIBE"]);
+    request(&mut s, &["DISCARD"]);
+    request(&mut s, &["PING"]);
+    // EXEC ran a queued SUBSCRIBE a b: `*1` holds the first confirmation,
+    // the second follows it.
+    replies(
+        &mut s,
+        b"*1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n",
+    );
+    assert_eq!(s.subscriptions(SubKind::Channel).len(), 2);
+    assert_eq!(s.in_flight(), 4, "the 2nd confirmation answered no request");
+    assert!(!s.in_multi);
+    replies(
+        &mut s,
+        b"+OK\r\n+QUEUED\r\n+OK\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n",
+    );
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(s.subscriptions(SubKind::Channel).len(), 2, "discarded");
+}
+
+#[test]
+fn a_refused_or_discarded_subscribe_does_not_count_for_unsubscribe_all() {
+    let mut s = SessionState::default();
+    request(&mut s, &["SUBSCRIBE", "a", "b"]);
+    replies(&mut s, b"-NOPERM no permissions\r\n");
+    request(&mut s, &["UNSUBSCRIBE"]);
+    request(&mut s, &["PING"]);
+    assert_eq!(s.in_flight(), 2);
+    // Not subscribed: one confirmation with a null channel.
+    replies(
+        &mut s,
+        b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n+PONG\r\n",
+    );
+    assert_eq!(s.in_flight(), 0);
+
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["PSUBSCRIBE", "x*", "y*"]);
+    request(&mut s, &["DISCARD"]);
+    request(&mut s, &["PUNSUBSCRIBE"]);
+    request(&mut s, &["PING"]);
+    replies(
+        &mut s,
+        b"+OK\r\n+QUEUED\r\n+OK\r\n*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n+PONG\r\n",
+    );
+    assert_eq!(s.in_flight(), 0);
+    assert!(!s.subscribed());
+
+    // Queued then run by EXEC, all pipelined: counted after the EXEC.
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SUBSCRIBE", "c"]);
+    request(&mut s, &["EXEC"]);
+    request(&mut s, &["UNSUBSCRIBE"]);
+    request(&mut s, &["PING"]);
+    replies(
+        &mut s,
+        b"+OK\r\n+QUEUED\r\n*1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n",
+    );
+    assert!(s.subscribed());
+    replies(
+        &mut s,
+        b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:0\r\n+PONG\r\n",
+    );
+    assert_eq!(s.in_flight(), 0);
+    assert!(!s.subscribed());
+}
+
+#[test]
+fn execabort_closes_the_transaction_and_drops_its_effects() {
+    let mut s = SessionState::default();
+    request(&mut s, &["WATCH", "k"]);
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SELECT", "3"]);
+    request(&mut s, &["SET", "k"]);
+    request(&mut s, &["EXEC"]);
+    replies(
+        &mut s,
+        b"+OK\r\n+OK\r\n+QUEUED\r\n-ERR wrong number of arguments for 'set' command\r\n\
+          -EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    assert!(!s.in_multi && !s.watching);
+    // The aborted transaction's SELECT must not ride along with the next one.
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SET", "k", "v"]);
+    request(&mut s, &["EXEC"]);
+    replies(&mut s, b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n");
+    assert_eq!((s.db, s.in_flight()), (0, 0));
+
+    // EXEC or DISCARD with no transaction open changes nothing, WATCH included.
+    request(&mut s, &["WATCH", "k"]);
+    request(&mut s, &["EXEC"]);
+    request(&mut s, &["DISCARD"]);
+    replies(
+        &mut s,
+        b"+OK\r\n-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n",
+    );
+    assert!(s.watching && !s.in_multi);
+    // A DISCARD that fails... cannot, inside MULTI; one that succeeds unwatches.
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["DISCARD"]);
+    replies(&mut s, b"+OK\r\n+OK\r\n");
+    assert!(!s.watching && !s.in_multi);
+}
+
+#[test]
+fn a_failed_multi_does_not_queue_what_follows() {
+    let mut s = SessionState::default();
+    // Refused MULTI: what was pipelined after it runs normally.
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SELECT", "4"]);
+    request(&mut s, &["EXEC"]);
+    replies(
+        &mut s,
+        b"-NOAUTH Authentication required.\r\n+OK\r\n-ERR EXEC without MULTI\r\n",
+    );
+    assert_eq!((s.db, s.in_flight(), s.in_multi), (4, 0, false));
+
+    // No EXEC sent yet: the request side leaves the transaction too, and a
+    // SUBSCRIBE pipelined after the MULTI expects its two confirmations.
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SUBSCRIBE", "a", "b"]);
+    replies(&mut s, b"-NOPERM this user has no permissions\r\n");
+    assert_eq!(s.in_flight(), 1);
+    replies(
+        &mut s,
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n",
+    );
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(s.subscriptions(SubKind::Channel).len(), 2);
+    request(&mut s, &["UNSUBSCRIBE"]);
+    request(&mut s, &["SELECT", "6"]);
+    replies(
+        &mut s,
+        b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n+OK\r\n",
+    );
+    assert_eq!((s.db, s.in_flight()), (6, 0), "SELECT was not queued");
+
+    // A nested MULTI fails but the open transaction goes on.
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SELECT", "5"]);
+    request(&mut s, &["EXEC"]);
+    replies(
+        &mut s,
+        b"+OK\r\n-ERR MULTI calls can not be nested\r\n+QUEUED\r\n",
+    );
+    assert_eq!(s.db, 6, "SELECT 5 is queued");
+    replies(&mut s, b"*1\r\n+OK\r\n");
+    assert_eq!((s.db, s.in_flight(), s.in_multi), (5, 0, false));
+}
+
+#[test]
+fn reset_turns_replies_back_on() {
+    let mut s = SessionState::default();
+    request(&mut s, &["CLIENT", "REPLY", "OFF"]);
+    request(&mut s, &["SET", "a", "1"]);
+    request(&mut s, &["RESET"]);
+    request(&mut s, &["GET", "a"]);
+    assert_eq!(s.in_flight(), 2, "RESET and GET are answered");
+    replies(&mut s, b"+RESET\r\n$1\r\n1\r\n");
+    assert_eq!(s.in_flight(), 0);
+
+    // The command a SKIP skips gets no reply, even RESET (as in Redis 7).
+    request(&mut s, &["CLIENT", "REPLY", "SKIP"]);
+    request(&mut s, &["RESET"]);
+    request(&mut s, &["PING"]);
+    assert_eq!(s.in_flight(), 1);
+    replies(&mut s, b"+PONG\r\n");
+
+    // SKIP while replies are off leaves them off.
+    request(&mut s, &["CLIENT", "REPLY", "OFF"]);
+    request(&mut s, &["CLIENT", "REPLY", "SKIP"]);
+    request(&mut s, &["SET", "a", "1"]);
+    request(&mut s, &["PING"]);
+    assert_eq!(s.in_flight(), 0);
+}
+
+#[test]
+fn resp3_exec_of_a_queued_subscribe_counts_the_trailing_confirmations() {
+    let mut s = SessionState::default();
+    request(&mut s, &["HELLO", "3"]);
+    replies(&mut s, b"%0\r\n");
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SUBSCRIBE", "a", "b"]);
+    request(&mut s, &["EXEC"]);
+    request(&mut s, &["PING"]);
+    let roles = replies(
+        &mut s,
+        b"+OK\r\n+QUEUED\r\n*1\r\n>3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n\
+          >3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n+PONG\r\n",
+    );
+    assert_eq!(roles, vec![ReplyRole::Answer; 5]);
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(s.subscriptions(SubKind::Channel).len(), 2);
 }
