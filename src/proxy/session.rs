@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::SessionState;
 use super::upstream;
-use crate::resp::request::{encode_command, split_inline};
+use crate::resp::request::{encode_command, inline_args};
 use crate::resp::{Direction, Limits, Progress, ProtocolError, Scanner, reply};
 use crate::route::RouteReceiver;
 
@@ -455,9 +455,7 @@ impl Session {
     }
 
     fn inline_request(&mut self, frame: &[u8]) {
-        let line = frame.strip_suffix(b"\n").unwrap_or(frame);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        match split_inline(line) {
+        match inline_args(frame) {
             Ok(args) if args.is_empty() => {}
             Ok(args) => {
                 let encoded = encode_command(&args);

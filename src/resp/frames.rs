@@ -97,10 +97,8 @@ impl FrameReader {
             let args = Args::new(&raw).map(|a| raw.slice_ref(a)).collect();
             return Ok(Some(Ok(args)));
         }
-        let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         Ok(Some(
-            super::request::split_inline(line)
+            super::request::inline_args(&raw)
                 .map(|args| args.into_iter().map(Bytes::from).collect()),
         ))
     }

@@ -57,6 +57,12 @@ fn parse_len(digits: &[u8]) -> usize {
         })
 }
 
+/// The arguments of an inline request frame (one line, with its line end).
+pub fn inline_args(frame: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let line = frame.strip_suffix(b"\n").unwrap_or(frame);
+    split_inline(line.strip_suffix(b"\r").unwrap_or(line))
+}
+
 /// Splits an inline command line into arguments the way Redis's
 /// `sdssplitargs` does: whitespace separates, double quotes allow `\n`,
 /// `\xHH` and friends, single quotes allow `\'`.
