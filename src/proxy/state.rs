@@ -41,12 +41,10 @@ pub struct Credentials {
 enum Effect {
     None,
     Select(i64),
-    Auth(Credentials),
-    Hello {
-        protocol: Option<u8>,
-        auth: Option<Credentials>,
-        name: Option<Bytes>,
-    },
+    // Boxed: every pending request carries an Effect, and these rare ones
+    // would triple its size.
+    Auth(Box<Credentials>),
+    Hello(Box<HelloEffect>),
     SetName(Bytes),
     Tracking(Option<Vec<Bytes>>),
     Multi,
@@ -62,6 +60,14 @@ enum Effect {
     /// An empty list means "all of this kind".
     Unsubscribe(SubKind, Vec<Bytes>),
     Monitor,
+}
+
+/// What a successful HELLO sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HelloEffect {
+    protocol: Option<u8>,
+    auth: Option<Credentials>,
+    name: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -385,12 +391,13 @@ impl SessionState {
         match effect {
             Effect::None | Effect::Confirmations => {}
             Effect::Select(db) => self.db = db,
-            Effect::Auth(credentials) => self.auth = Some(credentials),
-            Effect::Hello {
-                protocol,
-                auth,
-                name,
-            } => {
+            Effect::Auth(credentials) => self.auth = Some(*credentials),
+            Effect::Hello(hello) => {
+                let HelloEffect {
+                    protocol,
+                    auth,
+                    name,
+                } = *hello;
                 if let Some(protocol) = protocol {
                     self.protocol = protocol;
                 }
@@ -495,14 +502,14 @@ fn effect_of(command: Command, frame: &[u8]) -> Effect {
         Command::Auth => {
             let (first, second) = (args.next(), args.next());
             match (first, second) {
-                (Some(pass), None) => Effect::Auth(Credentials {
+                (Some(pass), None) => Effect::Auth(Box::new(Credentials {
                     user: None,
                     pass: Bytes::copy_from_slice(pass),
-                }),
-                (Some(user), Some(pass)) => Effect::Auth(Credentials {
+                })),
+                (Some(user), Some(pass)) => Effect::Auth(Box::new(Credentials {
                     user: Some(Bytes::copy_from_slice(user)),
                     pass: Bytes::copy_from_slice(pass),
-                }),
+                })),
                 _ => Effect::None,
             }
         }
@@ -525,11 +532,11 @@ fn effect_of(command: Command, frame: &[u8]) -> Effect {
                     name = arg(args.next());
                 }
             }
-            Effect::Hello {
+            Effect::Hello(Box::new(HelloEffect {
                 protocol,
                 auth,
                 name,
-            }
+            }))
         }
         Command::Client => {
             let sub = args.next().unwrap_or_default();
