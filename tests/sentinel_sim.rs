@@ -6,7 +6,7 @@
 //! Safety invariants are checked after every step; liveness (a failover
 //! completes and everyone agrees) is checked after the network heals.
 //!
-//! Even seeds run 3 voters, odd seeds 5 voters; `SIM_SEEDS` (default 1000)
+//! Even seeds run 3 voters, odd seeds 5 voters; `SIM_SEEDS` (default 3000)
 //! seeds are split between the two tests.
 //!
 //! Replay one seed: `SIM_SEED=1234 cargo test --test sentinel_sim -- --nocapture`
@@ -1374,7 +1374,7 @@ fn run_seeds(parity: u64) {
     let count: u64 = std::env::var("SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(3000);
     let seeds: Vec<u64> = match one {
         Some(s) => vec![s],
         None => (0..count).collect(),
