@@ -40,7 +40,7 @@ pub enum ApiCall {
 /// Serves the Sentinel port until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    calls: mpsc::UnboundedSender<ApiCall>,
+    calls: mpsc::Sender<ApiCall>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -67,7 +67,7 @@ pub async fn serve(
     }
 }
 
-async fn connection(stream: TcpStream, calls: mpsc::UnboundedSender<ApiCall>) {
+async fn connection(stream: TcpStream, calls: mpsc::Sender<ApiCall>) {
     let _ = stream.set_nodelay(true);
     let (mut read, mut write) = stream.into_split();
     let mut reader = FrameReader::new(Direction::Request);
@@ -91,7 +91,7 @@ async fn connection(stream: TcpStream, calls: mpsc::UnboundedSender<ApiCall>) {
     }
 }
 
-async fn dispatch(args: Vec<Bytes>, calls: &mpsc::UnboundedSender<ApiCall>) -> Bytes {
+async fn dispatch(args: Vec<Bytes>, calls: &mpsc::Sender<ApiCall>) -> Bytes {
     let words: Vec<String> = args
         .iter()
         .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -111,7 +111,7 @@ async fn dispatch(args: Vec<Bytes>, calls: &mpsc::UnboundedSender<ApiCall>) -> B
             if channel != HELLO_CHANNEL {
                 return reply::error("ERR Only HELLO messages are accepted by Sentinel instances.");
             }
-            let _ = calls.send(ApiCall::Hello(payload.clone()));
+            let _ = calls.send(ApiCall::Hello(payload.clone())).await;
             encode(&BytesFrame::Integer(1))
         }
         ("sentinel", [sub, args @ ..]) if sub.eq_ignore_ascii_case("is-master-down-by-addr") => {
@@ -173,12 +173,8 @@ fn unknown_command(words: &[String]) -> Bytes {
     ))
 }
 
-async fn ask(
-    calls: &mpsc::UnboundedSender<ApiCall>,
-    call: ApiCall,
-    rx: oneshot::Receiver<Bytes>,
-) -> Bytes {
-    if calls.send(call).is_err() {
+async fn ask(calls: &mpsc::Sender<ApiCall>, call: ApiCall, rx: oneshot::Receiver<Bytes>) -> Bytes {
+    if calls.send(call).await.is_err() {
         return reply::error("ERR sentinel-proxy is shutting down");
     }
     rx.await

@@ -88,17 +88,13 @@ impl Drop for LinkHandle {
 }
 
 /// Starts the link task for `link`.
-pub fn spawn(
-    link: LinkRef,
-    context: Arc<LinkContext>,
-    events: mpsc::UnboundedSender<Event>,
-) -> LinkHandle {
+pub fn spawn(link: LinkRef, context: Arc<LinkContext>, events: mpsc::Sender<Event>) -> LinkHandle {
     let (requests, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         if let Err(e) = serve(&link, &context, rx, &events).await {
             tracing::debug!(addr = %link.addr, master = %link.master, error = %e, "link down");
         }
-        let _ = events.send(Event::LinkDown { link });
+        let _ = events.send(Event::LinkDown { link }).await;
     });
     LinkHandle { requests, task }
 }
@@ -117,7 +113,7 @@ async fn serve(
     link: &LinkRef,
     context: &LinkContext,
     mut requests: mpsc::UnboundedReceiver<LinkRequest>,
-    events: &mpsc::UnboundedSender<Event>,
+    events: &mpsc::Sender<Event>,
 ) -> std::io::Result<()> {
     let addr = resolve(&link.addr).await?;
     let short_id = context.myid.get(..8).unwrap_or(&context.myid);
@@ -145,7 +141,7 @@ async fn serve(
         pubsub = Some(open_pubsub(addr, access, auth, &pubsub_name).await?);
     }
     cmd_write.write_all(&out).await?;
-    let _ = events.send(Event::LinkUp { link: link.clone() });
+    let _ = events.send(Event::LinkUp { link: link.clone() }).await;
 
     let mut replies = FrameReader::new(Direction::Reply);
     let mut last_reopen: Option<tokio::time::Instant> = None;
@@ -161,12 +157,12 @@ async fn serve(
                 let Some(frame) = frame? else { return Ok(()) };
                 let expect = pending.pop_front().unwrap_or(Expect::Ignore);
                 if let Some(event) = reply_event(link, expect, &frame) {
-                    let _ = events.send(event);
+                    let _ = events.send(event).await;
                 }
             }
             message = next_hello(&mut pubsub), if pubsub.is_some() => match message {
                 Ok(Some(payload)) => {
-                    let _ = events.send(Event::HelloReceived { payload });
+                    let _ = events.send(Event::HelloReceived { payload }).await;
                 }
                 // The failover transaction's CLIENT KILL TYPE pubsub closes it
                 // on the promoted replica: reopen it and keep the command

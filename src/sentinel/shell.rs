@@ -27,6 +27,11 @@ use crate::route::{Route, RouteSender};
 static STATE_FILE_ERROR: Bytes =
     Bytes::from_static(b"-ERR sentinel-proxy cannot write its state file\r\n");
 
+/// Events and calls waiting for the control plane, at most: a flood (hellos
+/// any Redis client can PUBLISH, pipelined requests on the Sentinel port)
+/// slows its sender down instead of growing memory.
+const QUEUE: usize = 1024;
+
 /// Least time between attempts to write a state file that failed, in ms.
 const PERSIST_RETRY_MS: u64 = 100;
 
@@ -129,8 +134,8 @@ pub fn start(
         })?;
     }
     tracing::info!(myid = core.myid(), epoch = core.current_epoch(), sentinel = %listen, "sentinel control plane starting");
-    let (events_tx, events) = mpsc::unbounded_channel();
-    let (calls_tx, calls) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::channel(QUEUE);
+    let (calls_tx, calls) = mpsc::channel(QUEUE);
     let access = config
         .services
         .iter()
@@ -193,7 +198,7 @@ struct Shell {
     core: Core,
     links: HashMap<LinkRef, LinkHandle>,
     link_context: Arc<LinkContext>,
-    events_tx: mpsc::UnboundedSender<Event>,
+    events_tx: mpsc::Sender<Event>,
     routes: HashMap<String, RouteSender>,
     state_path: PathBuf,
     quorums: HashMap<String, u32>,
@@ -211,8 +216,8 @@ struct Shell {
 impl Shell {
     async fn run(
         &mut self,
-        mut events: mpsc::UnboundedReceiver<Event>,
-        mut calls: mpsc::UnboundedReceiver<ApiCall>,
+        mut events: mpsc::Receiver<Event>,
+        mut calls: mpsc::Receiver<ApiCall>,
         shutdown: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(TICK);
