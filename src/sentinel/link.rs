@@ -72,7 +72,30 @@ const DEFAULT_ACCESS: Access = Access {
 /// The control plane's handle on a running link task.
 pub struct LinkHandle {
     pub requests: mpsc::UnboundedSender<LinkRequest>,
+    /// Tags this task's events: one queued by a task that was since
+    /// replaced must not be taken for its replacement's.
+    pub generation: u64,
     task: JoinHandle<()>,
+}
+
+/// An event from the link task of one generation.
+#[derive(Debug)]
+pub struct LinkEvent {
+    pub generation: u64,
+    pub event: Event,
+}
+
+/// Sends a link task's events, tagged with its generation.
+struct Events {
+    generation: u64,
+    tx: mpsc::Sender<LinkEvent>,
+}
+
+impl Events {
+    async fn send(&self, event: Event) {
+        let generation = self.generation;
+        let _ = self.tx.send(LinkEvent { generation, event }).await;
+    }
 }
 
 impl LinkHandle {
@@ -88,15 +111,25 @@ impl Drop for LinkHandle {
 }
 
 /// Starts the link task for `link`.
-pub fn spawn(link: LinkRef, context: Arc<LinkContext>, events: mpsc::Sender<Event>) -> LinkHandle {
+pub fn spawn(
+    link: LinkRef,
+    generation: u64,
+    context: Arc<LinkContext>,
+    tx: mpsc::Sender<LinkEvent>,
+) -> LinkHandle {
     let (requests, rx) = mpsc::unbounded_channel();
+    let events = Events { generation, tx };
     let task = tokio::spawn(async move {
         if let Err(e) = serve(&link, &context, rx, &events).await {
             tracing::debug!(addr = %link.addr, master = %link.master, error = %e, "link down");
         }
-        let _ = events.send(Event::LinkDown { link }).await;
+        events.send(Event::LinkDown { link }).await;
     });
-    LinkHandle { requests, task }
+    LinkHandle {
+        requests,
+        generation,
+        task,
+    }
 }
 
 /// How to read the reply to one command sent on the command connection.
@@ -113,7 +146,7 @@ async fn serve(
     link: &LinkRef,
     context: &LinkContext,
     mut requests: mpsc::UnboundedReceiver<LinkRequest>,
-    events: &mpsc::Sender<Event>,
+    events: &Events,
 ) -> std::io::Result<()> {
     let addr = resolve(&link.addr).await?;
     let short_id = context.myid.get(..8).unwrap_or(&context.myid);
@@ -141,7 +174,7 @@ async fn serve(
         pubsub = Some(open_pubsub(addr, access, auth, &pubsub_name).await?);
     }
     cmd_write.write_all(&out).await?;
-    let _ = events.send(Event::LinkUp { link: link.clone() }).await;
+    events.send(Event::LinkUp { link: link.clone() }).await;
 
     let mut replies = FrameReader::new(Direction::Reply);
     let mut last_reopen: Option<tokio::time::Instant> = None;
@@ -157,12 +190,12 @@ async fn serve(
                 let Some(frame) = frame? else { return Ok(()) };
                 let expect = pending.pop_front().unwrap_or(Expect::Ignore);
                 if let Some(event) = reply_event(link, expect, &frame) {
-                    let _ = events.send(event).await;
+                    events.send(event).await;
                 }
             }
             message = next_hello(&mut pubsub), if pubsub.is_some() => match message {
                 Ok(Some(payload)) => {
-                    let _ = events.send(Event::HelloReceived { payload }).await;
+                    events.send(Event::HelloReceived { payload }).await;
                 }
                 // The failover transaction's CLIENT KILL TYPE pubsub closes it
                 // on the promoted replica: reopen it and keep the command

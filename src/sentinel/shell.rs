@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{self, ApiCall};
 use super::core::{self, Action, Addr, Core, Event, LinkRef, MasterConfig, Timing};
-use super::link::{self, Access, LinkContext, LinkHandle, LinkRequest};
+use super::link::{self, Access, LinkContext, LinkEvent, LinkHandle, LinkRequest};
 use super::replies;
 use super::state_file::{self, StateFileError};
 use crate::config::Config;
@@ -153,6 +153,7 @@ pub fn start(
         links: HashMap::new(),
         link_context: Arc::new(LinkContext { myid, access }),
         events_tx,
+        next_generation: 0,
         routes,
         state_path: path,
         quorums,
@@ -198,7 +199,8 @@ struct Shell {
     core: Core,
     links: HashMap<LinkRef, LinkHandle>,
     link_context: Arc<LinkContext>,
-    events_tx: mpsc::Sender<Event>,
+    events_tx: mpsc::Sender<LinkEvent>,
+    next_generation: u64,
     routes: HashMap<String, RouteSender>,
     state_path: PathBuf,
     quorums: HashMap<String, u32>,
@@ -216,7 +218,7 @@ struct Shell {
 impl Shell {
     async fn run(
         &mut self,
-        mut events: mpsc::Receiver<Event>,
+        mut events: mpsc::Receiver<LinkEvent>,
         mut calls: mpsc::Receiver<ApiCall>,
         shutdown: CancellationToken,
     ) {
@@ -226,7 +228,7 @@ impl Shell {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => self.handle(Event::Tick),
-                Some(event) = events.recv() => self.handle(event),
+                Some(event) = events.recv() => self.on_link_event(event),
                 Some(call) = calls.recv() => self.on_call(call),
             }
         }
@@ -234,6 +236,27 @@ impl Shell {
 
     fn now(&self) -> u64 {
         millis(self.start.elapsed())
+    }
+
+    /// Events of a link task that was replaced or closed since are stale.
+    fn on_link_event(&mut self, LinkEvent { generation, event }: LinkEvent) {
+        let link = match &event {
+            Event::LinkUp { link }
+            | Event::LinkDown { link }
+            | Event::PingReply { link, .. }
+            | Event::InfoReply { link, .. }
+            | Event::IsMasterDownReply { link, .. }
+            | Event::SlaveOfReply { link, .. } => Some(link),
+            _ => None,
+        };
+        let current = link.is_none_or(|link| {
+            self.links
+                .get(link)
+                .is_some_and(|h| h.generation == generation)
+        });
+        if current {
+            self.handle(event);
+        }
     }
 
     fn handle(&mut self, event: Event) {
@@ -353,8 +376,10 @@ impl Shell {
                 Action::Connect { link } => {
                     let alive = self.links.get(&link).is_some_and(LinkHandle::is_alive);
                     if !alive {
+                        self.next_generation += 1;
                         let handle = link::spawn(
                             link.clone(),
+                            self.next_generation,
                             self.link_context.clone(),
                             self.events_tx.clone(),
                         );
