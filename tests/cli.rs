@@ -9,7 +9,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -31,29 +30,6 @@ name = "mymaster"
 listen = "127.0.0.1:6380"
 master = "127.0.0.1:6379"
 "#;
-
-/// A configuration file in the temp dir, removed on drop.
-struct TempConfig(PathBuf);
-
-impl TempConfig {
-    fn new(text: &str) -> TempConfig {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "sentinel-proxy-cli-{}-{}.toml",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, text).expect("write config");
-        TempConfig(path)
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// The binary, without any configuration path from our own environment.
 fn binary() -> Command {
@@ -87,7 +63,7 @@ fn assert_invalid(text: &str, line: usize, key: &str, detail: &str) {
         written.contains(bare_key),
         "test bug: line {line} is {written:?}, not `{key}`"
     );
-    let config = TempConfig::new(text);
+    let config = TempFile::new("sentinel-proxy-cli", text);
     let out = check(&config.0);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "exit code; stderr: {err}");
@@ -108,7 +84,7 @@ fn check_accepts_the_repo_config() {
 
 #[test]
 fn check_accepts_the_base_config() {
-    let config = TempConfig::new(BASE);
+    let config = TempFile::new("sentinel-proxy-cli", BASE);
     let out = check(&config.0);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
 }
@@ -246,7 +222,10 @@ fn unknown_key_after_a_commented_header() {
 
 #[test]
 fn missing_required_key() {
-    let config = TempConfig::new(&BASE.replace("master = \"127.0.0.1:6379\"\n", ""));
+    let config = TempFile::new(
+        "sentinel-proxy-cli",
+        &BASE.replace("master = \"127.0.0.1:6379\"\n", ""),
+    );
     let out = check(&config.0);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
@@ -275,7 +254,7 @@ fn missing_file() {
 
 #[test]
 fn running_with_a_bad_config_exits_2_too() {
-    let config = TempConfig::new(&format!("{BASE}bogus = 1\n"));
+    let config = TempFile::new("sentinel-proxy-cli", &format!("{BASE}bogus = 1\n"));
     let out = run(binary().arg("--config").arg(&config.0));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
@@ -295,7 +274,7 @@ fn config_path_from_the_environment() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
 
     // It really is the file that is read: a bad one is reported by name.
-    let bad = TempConfig::new(&format!("{BASE}bogus = 1\n"));
+    let bad = TempFile::new("sentinel-proxy-cli", &format!("{BASE}bogus = 1\n"));
     let out = run(binary().arg("check").env("SENTINEL_PROXY_CONFIG", &bad.0));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
@@ -336,13 +315,16 @@ fn no_config_at_all() {
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
-    _config: TempConfig,
+    _config: TempFile,
 }
 
 impl Running {
     fn start(redis: &Redis, args: &[&str]) -> Running {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = TempConfig::new(&config_text(redis.addr, &listen.to_string(), ""));
+        let config = TempFile::new(
+            "sentinel-proxy-cli",
+            &config_text(redis.addr, &listen.to_string(), ""),
+        );
         let mut child = binary()
             .args(args)
             .arg("--config")

@@ -4,9 +4,7 @@
 mod support;
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Stdio};
 
 use redis_protocol::resp3::types::OwnedFrame;
 use support::*;
@@ -171,61 +169,6 @@ fn without_idle_timeout_idle_clients_stay() {
 
 // ---------------------------------------------------------------- master unreachable
 
-/// A redis-server on a given port (the harness picks its own ports).
-struct PortRedis(Child);
-
-impl PortRedis {
-    /// None when it cannot start there (the port was taken meanwhile).
-    fn start(port: u16) -> Option<PortRedis> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--protected-mode", "no", "--loglevel", "warning"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let mut redis = PortRedis(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut up = false;
-        wait_until("redis-server to start or fail", || {
-            if matches!(redis.0.try_wait(), Ok(Some(_))) {
-                return true;
-            }
-            up = ping(addr);
-            up
-        });
-        up.then_some(redis)
-    }
-}
-
-/// Whether a Redis answers PING at `addr` (without panicking when not).
-fn ping(addr: SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
-    let mut buf = [0u8; 16];
-    s.write_all(b"PING\r\n").is_ok()
-        && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
-}
-
-impl Drop for PortRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn unreachable_master_gets_an_error_reply_and_the_connection_stays_usable() {
     support::require("redis-server");
@@ -263,7 +206,7 @@ fn unreachable_then_recovered(port: u16) -> bool {
     }
 
     // Once Redis is there, the same connection gets through.
-    let Some(_redis) = PortRedis::start(port) else {
+    let Some(_redis) = Redis::start_on(port) else {
         return false;
     };
     wait_until("the session to reach the new master", || {
@@ -369,29 +312,6 @@ fn graceful_shutdown_lets_a_half_sent_request_finish() {
 
 // ---------------------------------------------------------------- the binary
 
-/// A configuration file in the temp dir, removed on drop.
-struct TempConfig(PathBuf);
-
-impl TempConfig {
-    fn new(text: &str) -> TempConfig {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "sentinel-proxy-lifecycle-{}-{}.toml",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, text).expect("write config");
-        TempConfig(path)
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// The binary as a child process, killed on drop if still running.
 struct Running(Child);
 
@@ -421,9 +341,12 @@ impl Running {
 }
 
 /// Starts the binary in front of `redis` and waits until it serves clients.
-fn start_binary(redis: &Redis) -> (Running, SocketAddr, TempConfig) {
+fn start_binary(redis: &Redis) -> (Running, SocketAddr, TempFile) {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = TempConfig::new(&config_text(redis.addr, &listen.to_string(), ""));
+    let config = TempFile::new(
+        "sentinel-proxy-lifecycle",
+        &config_text(redis.addr, &listen.to_string(), ""),
+    );
     let child = proxy_binary()
         .arg("--config")
         .arg(&config.0)
@@ -481,7 +404,10 @@ fn binary_sigterm_right_after_it_starts_accepting_is_graceful() {
     let redis = Redis::start();
     for attempt in 0..20 {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = TempConfig::new(&config_text(redis.addr, &listen.to_string(), ""));
+        let config = TempFile::new(
+            "sentinel-proxy-lifecycle",
+            &config_text(redis.addr, &listen.to_string(), ""),
+        );
         let child = proxy_binary()
             .arg("--config")
             .arg(&config.0)

@@ -64,39 +64,44 @@ impl Redis {
     pub fn start_with(extra: &[&str]) -> Redis {
         require("redis-server");
         for _attempt in 0..5 {
-            let port = free_port();
-            let mut child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .args(["--protected-mode", "no", "--loglevel", "warning"])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("cannot spawn redis-server");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + PATIENCE;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // port taken or bad option: try another port
-                }
-                if ping(addr) {
-                    return Redis { addr, child };
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(redis) = Redis::spawn(free_port(), extra) {
+                return redis;
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("redis-server did not start after 5 attempts");
+    }
+
+    /// Starts redis-server on `port`; `None` if it cannot (the port was
+    /// taken meanwhile).
+    pub fn start_on(port: u16) -> Option<Redis> {
+        require("redis-server");
+        Redis::spawn(port, &[])
+    }
+
+    fn spawn(port: u16, extra: &[&str]) -> Option<Redis> {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no", "--loglevel", "warning"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot spawn redis-server");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None; // port taken or bad option
+            }
+            if ping(addr) {
+                return Some(Redis { addr, child });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     pub fn pid(&self) -> u32 {
@@ -358,5 +363,24 @@ fn from_resp2(frame: Resp2Frame) -> OwnedFrame {
             attributes: None,
         },
         Resp2Frame::Null => OwnedFrame::Null,
+    }
+}
+
+/// A file in the temp dir with a unique name, removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(prefix: &str, text: &str) -> TempFile {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("{prefix}-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, text).expect("write temp file");
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
