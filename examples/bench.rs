@@ -36,17 +36,18 @@
 //! gets SIGKILL from the kernel if the driver itself dies (PR_SET_PDEATHSIG).
 //! The driver raises its own RLIMIT_NOFILE (children inherit it).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long any child may take to come up.
-const STARTUP: Duration = Duration::from_secs(20);
+use common::{Guard, TempDir, addr, free_port, load_average, median, start_on_free_port, version};
+
 /// Descriptor limit asked for (driver and, by inheritance, every child).
 const NOFILE: u64 = 131_072;
 /// Connections opened (and PINGed) at once in the idle-memory test.
@@ -113,84 +114,6 @@ fn die(message: &str) -> ! {
 
 // ---------------------------------------------------------------- processes
 
-/// A child process killed (SIGKILL) and reaped when dropped.
-struct Guard {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Guard {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Panics with the child's log if it has exited.
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            panic!("{} exited ({status}); its log:\n{log}", self.name);
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Spawns `cmd` with output to `log`, killed by the kernel if the driver dies.
-fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Guard {
-    let out = std::fs::File::create(&log).expect("cannot create a log file");
-    let err = out.try_clone().expect("cannot clone a log file");
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    Guard { name, child, log }
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("sentinel-proxy-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("cannot create a temporary directory");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 /// One RESP PING answered by +PONG (through a proxy: the upstream works too).
 fn ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr(port), Duration::from_millis(300)) else {
@@ -199,32 +122,6 @@ fn ping(port: u16) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_millis(1000)));
     let mut buf = [0u8; 64];
     s.write_all(PING).is_ok() && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
-}
-
-/// Starts a server on a free port, retrying on another port if it dies
-/// (port taken between our probe and its bind).
-fn start_on_free_port(
-    name: &'static str,
-    mut make: impl FnMut(u16) -> Command,
-    log: PathBuf,
-) -> (Guard, u16) {
-    for _attempt in 0..5 {
-        let port = free_port();
-        let mut guard = spawn(name, make(port), log.clone());
-        let deadline = Instant::now() + STARTUP;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = guard.child.try_wait() {
-                break;
-            }
-            if ping(port) {
-                return (guard, port);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let log = std::fs::read_to_string(&guard.log).unwrap_or_default();
-        eprintln!("bench: {name} did not come up on port {port}; retrying. Log:\n{log}");
-    }
-    panic!("{name} did not start after 5 attempts");
 }
 
 fn start_redis(dir: &Path) -> (Guard, u16) {
@@ -251,7 +148,7 @@ fn start_redis(dir: &Path) -> (Guard, u16) {
         .args(["--dir", &dir.display().to_string()]);
         cmd
     };
-    start_on_free_port("redis-server", make, dir.join("redis.log"))
+    start_on_free_port("redis-server", make, dir.join("redis.log"), ping)
 }
 
 fn start_sentinel_proxy(bin: &Path, dir: &Path, redis: u16) -> (Guard, u16) {
@@ -286,7 +183,7 @@ connect_timeout = "2s"
         cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
         cmd
     };
-    start_on_free_port("sentinel-proxy", make, dir.join("sentinel-proxy.log"))
+    start_on_free_port("sentinel-proxy", make, dir.join("sentinel-proxy.log"), ping)
 }
 
 fn start_haproxy(dir: &Path, redis: u16, maxconn: u64) -> (Guard, u16) {
@@ -317,7 +214,7 @@ backend redis_out
         cmd.arg("-f").arg(&config).arg("-db");
         cmd
     };
-    start_on_free_port("haproxy", make, dir.join("haproxy.log"))
+    start_on_free_port("haproxy", make, dir.join("haproxy.log"), ping)
 }
 
 /// Builds the release binary and returns its path.
@@ -584,44 +481,12 @@ struct Series {
     requests: u64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn fmt_rps(rps: f64) -> String {
     if rps >= 1e6 {
         format!("{:.2}M", rps / 1e6)
     } else {
         format!("{:.1}k", rps / 1e3)
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn version(cmd: &str, arg: &str) -> String {
-    Command::new(cmd)
-        .arg(arg)
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- main
@@ -651,11 +516,11 @@ fn main() {
     let started = Instant::now();
     let load_start = load_average();
 
-    let dir = TempDir::new();
-    let (mut redis, redis_port) = start_redis(&dir.0);
-    let (mut proxy, proxy_port) = start_sentinel_proxy(&bin, &dir.0, redis_port);
+    let dir = TempDir::new("sentinel-proxy-bench", false);
+    let (mut redis, redis_port) = start_redis(&dir.path);
+    let (mut proxy, proxy_port) = start_sentinel_proxy(&bin, &dir.path, redis_port);
     let (mut haproxy, haproxy_port) = start_haproxy(
-        &dir.0,
+        &dir.path,
         redis_port,
         (nofile.saturating_sub(FD_SPARE) / 2).min(30_000),
     );

@@ -61,19 +61,27 @@
 //! Every child is killed by pid when the driver ends, also on panic (Drop guards), and
 //! gets SIGKILL from the kernel if the driver itself dies (PR_SET_PDEATHSIG).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// How long any child may take to come up.
-const STARTUP: Duration = Duration::from_secs(20);
+use common::{
+    Guard, STARTUP, TempDir, addr, free_port, load_average, median, start_on_free_port, version,
+};
+
+/// Whether a server on `port` answers PING.
+fn answers(port: u16) -> bool {
+    Conn::open(port).and_then(|mut c| c.cmd(&["PING"])).is_ok()
+}
+
 /// How long voters may take to discover both replicas and both peers.
 const DISCOVERY: Duration = Duration::from_secs(30);
 /// Pause after a failed write attempt, and the write period.
@@ -163,135 +171,6 @@ macro_rules! progress {
 }
 
 // ---------------------------------------------------------------- processes
-
-/// A child process killed (SIGKILL) and reaped when dropped.
-struct Guard {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    killed: bool,
-}
-
-impl Guard {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL now (kill -9 by pid) and reap.
-    fn kill(&mut self) {
-        if !self.killed {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.killed = true;
-        }
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Spawns `cmd` with output to `log`, killed by the kernel if the driver dies.
-fn spawn(name: String, mut cmd: Command, log: PathBuf) -> Guard {
-    let out = std::fs::File::create(&log).expect("cannot create a log file");
-    let err = out.try_clone().expect("cannot clone a log file");
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    Guard {
-        name,
-        child,
-        log,
-        killed: false,
-    }
-}
-
-/// A directory removed when dropped (unless kept).
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl TempDir {
-    fn new(keep: bool) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "sentinel-proxy-failover-bench-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("cannot create a temporary directory");
-        TempDir { path, keep }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if self.keep {
-            progress!("kept {}", self.path.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Starts a server on a free port, retrying on another port if it does not come up
-/// (port taken between our probe and its bind).
-fn start_on_free_port(
-    name: &str,
-    mut make: impl FnMut(u16) -> Command,
-    log: PathBuf,
-) -> (Guard, u16) {
-    for _attempt in 0..5 {
-        let port = free_port();
-        let mut guard = spawn(name.to_string(), make(port), log.clone());
-        let deadline = Instant::now() + STARTUP;
-        while Instant::now() < deadline {
-            if guard.exited() {
-                break;
-            }
-            if Conn::open(port).and_then(|mut c| c.cmd(&["PING"])).is_ok() {
-                return (guard, port);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        progress!(
-            "{name} did not come up on port {port}; retrying. Log:\n{}",
-            guard.log_text()
-        );
-    }
-    panic!("{name} did not start after 5 attempts");
-}
 
 // ---------------------------------------------------------------- a small RESP client
 
@@ -499,7 +378,7 @@ fn start_redis(dir: &Path, name: &str, replica_of: Option<u16>) -> Redis {
         }
         cmd
     };
-    let (guard, port) = start_on_free_port(name, make, dir.join(format!("{name}.log")));
+    let (guard, port) = start_on_free_port(name, make, dir.join(format!("{name}.log")), answers);
     Redis { guard, port }
 }
 
@@ -555,6 +434,7 @@ failover_timeout = "{failover_timeout}ms"
         &format!("proxy{i}"),
         make,
         dir.join(format!("proxy{i}.log")),
+        answers,
     );
     Voter {
         guard,
@@ -585,6 +465,7 @@ fn start_sentinel_voter(dir: &Path, i: usize, master: u16, o: &Options) -> Voter
         &format!("sentinel{i}"),
         make,
         dir.join(format!("sentinel{i}.log")),
+        answers,
     );
     Voter {
         guard,
@@ -1198,18 +1079,6 @@ fn opt_ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0}"))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// `median (min-max)` with a unit scale and precision.
 fn summary(v: &[f64], scale: f64, digits: usize) -> String {
     if v.is_empty() {
@@ -1287,26 +1156,6 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
     newest
 }
 
-fn version(cmd: &str, arg: &str) -> String {
-    Command::new(cmd)
-        .arg(arg)
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 // ---------------------------------------------------------------- main
 
 fn main() {
@@ -1323,7 +1172,7 @@ fn main() {
     progress!("using {}", bin.display());
     let started = Instant::now();
     let load_start = load_average();
-    let base = TempDir::new(o.keep);
+    let base = TempDir::new("sentinel-proxy-failover-bench", o.keep);
 
     let mut results: Vec<RoundResult> = Vec::new();
     for round in 1..=o.rounds {
