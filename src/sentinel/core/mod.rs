@@ -37,7 +37,6 @@
 //! replica selection, switch), `tick` (the periodic timer and TILT),
 //! `config`, `persist` (durable state), `rng` (jitter).
 
-
 mod config;
 mod election;
 mod failover;
