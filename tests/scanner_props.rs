@@ -13,77 +13,15 @@ use redis_protocol::resp2::decode::decode_range as resp2_decode_range;
 use redis_protocol::resp3::decode::complete::decode_range as resp3_decode_range;
 use redis_protocol::resp3::decode::streaming::decode_range as resp3_stream_decode_range;
 use redis_protocol::resp3::types::{DecodedRangeFrame, FrameKind, RangeFrame};
-use sentinel_proxy::resp::{Direction, Limits, Progress, ProtocolError, Scanner};
+use sentinel_proxy::resp::{Direction, Limits, ProtocolError};
 
 // ---------------------------------------------------------------------------
 // Driving the scanner the way the session does
 // ---------------------------------------------------------------------------
 
-/// What the scanner made of a whole input.
-#[derive(Debug, PartialEq, Eq)]
-struct Scanned {
-    /// Absolute end offset of every complete frame, in order.
-    bounds: Vec<usize>,
-    /// The error that stopped scanning, if any.
-    error: Option<ProtocolError>,
-    /// Where the scanner would resume (all bytes before it consumed); only
-    /// meaningful without an error (after one it depends on the split).
-    resume: usize,
-}
-
-/// Feeds `data` to a fresh scanner, revealing it up to each of `cuts` in turn
-/// (and finally all of it), the way the session sees successive reads.
-fn scan_chunked(dir: Direction, limits: Limits, data: &[u8], cuts: &[usize]) -> Scanned {
-    let mut scanner = Scanner::new(dir, limits);
-    let mut resume = 0;
-    let mut bounds = Vec::new();
-    let ends = cuts
-        .iter()
-        .copied()
-        .filter(|&c| c < data.len())
-        .chain([data.len()]);
-    for avail in ends {
-        if avail < resume {
-            continue;
-        }
-        loop {
-            let slice = &data[resume..avail];
-            match scanner.scan(slice) {
-                Ok(Progress::Frame(n)) => {
-                    assert!(
-                        n <= slice.len(),
-                        "Frame({n}) past the {} bytes offered",
-                        slice.len()
-                    );
-                    assert!(n > 0, "Frame(0) at offset {resume}");
-                    resume += n;
-                    bounds.push(resume);
-                }
-                Ok(Progress::NeedMore(n)) => {
-                    assert!(
-                        n <= slice.len(),
-                        "NeedMore({n}) past the {} bytes offered",
-                        slice.len()
-                    );
-                    resume += n;
-                    break;
-                }
-                Err(error) => {
-                    return Scanned {
-                        bounds,
-                        error: Some(error),
-                        resume: usize::MAX,
-                    };
-                }
-            }
-        }
-    }
-    Scanned {
-        bounds,
-        error: None,
-        resume,
-    }
-}
+#[path = "support/scan_driver.rs"]
+mod scan_driver;
+use scan_driver::{Scanned, scan_chunked};
 
 /// Splits of `len` bytes: either random cut points or fixed-size reads.
 #[derive(Clone, Debug)]

@@ -28,67 +28,9 @@ use redis_protocol::resp3::decode::streaming::decode_range as resp3_stream_decod
 use redis_protocol::resp3::types::{DecodedRangeFrame, FrameKind, RangeAttributes, RangeFrame};
 use sentinel_proxy::resp::{Direction, Limits, Progress, ProtocolError, Scanner};
 
-#[derive(Debug, PartialEq, Eq)]
-struct Scanned {
-    /// End offset of every complete frame.
-    bounds: Vec<usize>,
-    error: Option<ProtocolError>,
-}
-
-/// Feeds `data` revealed up to each cut in turn, then whole, checking every
-/// reported length against the slice it was given.
-fn scan_chunked(
-    dir: Direction,
-    limits: Limits,
-    data: &[u8],
-    cuts: impl IntoIterator<Item = usize>,
-) -> Scanned {
-    let mut scanner = Scanner::new(dir, limits);
-    let mut resume = 0;
-    let mut bounds = Vec::new();
-    for avail in cuts
-        .into_iter()
-        .filter(|&c| c < data.len())
-        .chain([data.len()])
-    {
-        if avail < resume {
-            continue;
-        }
-        loop {
-            let slice = &data[resume..avail];
-            match scanner.scan(slice) {
-                Ok(Progress::Frame(n)) => {
-                    assert!(
-                        n > 0 && n <= slice.len(),
-                        "Frame({n}) for a slice of {}",
-                        slice.len()
-                    );
-                    resume += n;
-                    bounds.push(resume);
-                }
-                Ok(Progress::NeedMore(n)) => {
-                    assert!(
-                        n <= slice.len(),
-                        "NeedMore({n}) for a slice of {}",
-                        slice.len()
-                    );
-                    resume += n;
-                    break;
-                }
-                Err(error) => {
-                    return Scanned {
-                        bounds,
-                        error: Some(error),
-                    };
-                }
-            }
-        }
-    }
-    Scanned {
-        bounds,
-        error: None,
-    }
-}
+#[path = "../../tests/support/scan_driver.rs"]
+mod scan_driver;
+use scan_driver::scan_chunked;
 
 /// What the reference decoders say about the frame at the start of a buffer,
 /// reduced to what matters for comparing with the scanner.
@@ -237,10 +179,11 @@ fn in_payload(facts: &Facts, i: usize) -> bool {
 /// * it skips the two bytes after a blob payload without checking that they
 ///   are `\r\n` (`MissingCrlf`);
 /// * it parses lengths with Rust's `parse`, which accepts a leading `+` and
-///   any number of leading zeros; the scanner takes an optional `-` and at
-///   most 18 digits, and knows the null lengths only as exactly `-1`, so it
-///   rejects `*-001` and `$-01`, which redis-protocol reads as nulls (found
-///   by this fuzzer; Redis only ever sends `-1`) (`BadLength`,
+///   any number of leading zeros; the scanner, like Redis's `string2ll`,
+///   takes an optional `-`, at most 18 digits and no leading zero (`>01`,
+///   `*03`, `$-0` are errors), and knows the null lengths only as exactly
+///   `-1`, so it rejects `*-001` and `$-01`, which redis-protocol reads as
+///   nulls (found by this fuzzer; Redis only ever sends `-1`) (`BadLength`,
 ///   `InvalidBulkLength`, `InvalidMultibulkLength`);
 /// * its RESP3 decoder accepts streamed chunks (`;`), end markers (`.`) and
 ///   inline `HELLO` anywhere, even outside a streamed value (`BadType`,
@@ -265,8 +208,14 @@ fn legit_stricter(error: &ProtocolError, frame: &[u8], facts: &Facts) -> bool {
         | ProtocolError::InvalidBulkLength
         | ProtocolError::InvalidMultibulkLength => {
             let odd_sign = (0..frame.len().saturating_sub(1)).filter(outside).any(|i| {
+                let digits = frame.get(i + 1..).unwrap_or(&[]);
+                let digits = digits.strip_prefix(b"-").unwrap_or(digits);
+                let leading_zero = digits.first() == Some(&b'0')
+                    && digits.get(1).is_some_and(|d| d.is_ascii_digit());
                 b"$*%~>|!=;".contains(&frame[i])
-                    && (frame[i + 1] == b'+' || frame.get(i + 1..i + 3) == Some(b"-0"))
+                    && (frame[i + 1] == b'+'
+                        || frame.get(i + 1..i + 3) == Some(b"-0")
+                        || leading_zero)
             });
             let mut run = 0;
             let mut long_number = false;
@@ -359,15 +308,20 @@ fuzz_target!(|input: &[u8]| {
         max_inline_len: 16,
     };
     for dir in [Direction::Reply, Direction::Request] {
-        let whole = scan_chunked(dir, Limits::default(), data, []);
-        let halves = scan_chunked(dir, Limits::default(), data, [split]);
+        let whole = scan_chunked(dir, Limits::default(), data, &[]);
+        let halves = scan_chunked(dir, Limits::default(), data, &[split]);
         assert_eq!(halves, whole, "{dir}: split at {split} changes the result");
-        let bytewise = scan_chunked(dir, Limits::default(), data, 1..data.len());
+        let bytewise = scan_chunked(
+            dir,
+            Limits::default(),
+            data,
+            &(1..data.len()).collect::<Vec<_>>(),
+        );
         assert_eq!(
             bytewise, whole,
             "{dir}: byte-by-byte feeding changes the result"
         );
-        let _ = scan_chunked(dir, tight, data, [split]);
+        let _ = scan_chunked(dir, tight, data, &[split]);
     }
     if data.len() < 60_000 {
         check_against_redis_protocol(data);
