@@ -340,8 +340,8 @@ impl Running {
     }
 }
 
-/// Starts the binary in front of `redis` and waits until it serves clients.
-fn start_binary(redis: &Redis) -> (Running, SocketAddr, TempFile) {
+/// Starts the binary in front of `redis` on a free port (not waiting for it).
+fn spawn_binary(redis: &Redis) -> (Running, SocketAddr, TempFile) {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config = TempFile::new(
         "sentinel-proxy-lifecycle",
@@ -354,7 +354,12 @@ fn start_binary(redis: &Redis) -> (Running, SocketAddr, TempFile) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn sentinel-proxy");
-    let mut running = Running(child);
+    (Running(child), listen, config)
+}
+
+/// Starts the binary in front of `redis` and waits until it serves clients.
+fn start_binary(redis: &Redis) -> (Running, SocketAddr, TempFile) {
+    let (mut running, listen, config) = spawn_binary(redis);
     wait_until("sentinel-proxy to accept", || {
         if let Ok(Some(status)) = running.0.try_wait() {
             panic!("sentinel-proxy exited early: {status}");
@@ -403,19 +408,7 @@ fn binary_exits_zero_after_the_drain_timeout_with_a_stuck_blocked_client() {
 fn binary_sigterm_right_after_it_starts_accepting_is_graceful() {
     let redis = Redis::start();
     for attempt in 0..20 {
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = TempFile::new(
-            "sentinel-proxy-lifecycle",
-            &config_text(redis.addr, &listen.to_string(), ""),
-        );
-        let child = proxy_binary()
-            .arg("--config")
-            .arg(&config.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sentinel-proxy");
-        let mut proxy = Running(child);
+        let (mut proxy, listen, _config) = spawn_binary(&redis);
         // Probe as a supervisor would, without pausing between attempts.
         let deadline = std::time::Instant::now() + PATIENCE;
         while TcpStream::connect(listen).is_err() {
