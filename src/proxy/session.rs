@@ -210,7 +210,9 @@ impl Session {
             Poll::Ready(())
         })
         .await;
-        let mut route_wait = wait_for_route_change(self.service.route.clone());
+        // Same idea for the route: the waiting future stays registered, and
+        // a cheap version check says when it is worth polling.
+        let mut route_wait = RouteWatch::new(self.service.route.clone());
         let idle = self.service.idle_timeout;
         let mut idle_timer = pin!(sleep_until(
             Instant::now() + idle.unwrap_or(Duration::from_secs(3600))
@@ -236,7 +238,7 @@ impl Session {
             }
             if let Some(route) = ready.route {
                 let master = route.borrow().master;
-                route_wait = wait_for_route_change(route);
+                route_wait = RouteWatch::new(route);
                 self.on_route(master);
             }
             if let (true, Some(idle)) = (ready.idle, idle) {
@@ -297,7 +299,7 @@ impl Session {
         wants: Wants,
         shutdown: &CancellationToken,
         idle: Pin<&mut Sleep>,
-        route: &mut RouteWait,
+        route: &mut RouteWatch,
     ) -> Poll<Result<Ready, SessionError>> {
         use SessionError::{Client, Upstream as Up};
         let upstream = match &self.upstream {
@@ -321,10 +323,7 @@ impl Session {
                 upstream_read,
                 stop: wants.stop && shutdown.is_cancelled(),
                 idle: wants.idle && idle.poll(cx).is_ready(),
-                route: match route.as_mut().poll(cx) {
-                    Poll::Ready(receiver) => Some(receiver),
-                    Poll::Pending => None,
-                },
+                route: route.poll_changed(cx),
             };
             let any = client_write
                 || upstream_write
@@ -673,16 +672,46 @@ struct Ready {
 }
 
 /// Waits for the service's route to change; yields the receiver back.
-type RouteWait = Pin<Box<dyn Future<Output = RouteReceiver> + Send>>;
+struct RouteWatch {
+    wait: Pin<Box<dyn Future<Output = RouteReceiver> + Send>>,
+    /// Reads the route's version without a lock (the waiting future takes
+    /// one each time it is polled).
+    probe: RouteReceiver,
+    armed: bool,
+}
 
-fn wait_for_route_change(mut route: RouteReceiver) -> RouteWait {
-    Box::pin(async move {
-        if route.changed().await.is_err() {
-            // No control plane (an observer): the route never changes.
-            std::future::pending::<()>().await;
+impl RouteWatch {
+    fn new(route: RouteReceiver) -> RouteWatch {
+        let probe = route.clone();
+        let wait = Box::pin(async move {
+            let mut route = route;
+            if route.changed().await.is_err() {
+                // No control plane (an observer): the route never changes.
+                std::future::pending::<()>().await;
+            }
+            route
+        });
+        RouteWatch {
+            wait,
+            probe,
+            armed: false,
         }
-        route
-    })
+    }
+
+    /// The receiver once the route changed. The future is polled once to
+    /// register this task's waker, and again only when the version moved.
+    fn poll_changed(&mut self, cx: &mut Context<'_>) -> Option<RouteReceiver> {
+        if self.armed && !self.probe.has_changed().unwrap_or(false) {
+            return None;
+        }
+        match self.wait.as_mut().poll(cx) {
+            Poll::Ready(receiver) => Some(receiver),
+            Poll::Pending => {
+                self.armed = true;
+                None
+            }
+        }
+    }
 }
 
 /// Bytes waiting to be written to one socket, in order.
