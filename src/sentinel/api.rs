@@ -30,6 +30,11 @@ pub enum ApiCall {
         runid: Option<String>,
         reply: oneshot::Sender<Bytes>,
     },
+    /// `SENTINEL FAILOVER <master>`: answered when the core accepts or refuses it.
+    Failover {
+        master: String,
+        reply: oneshot::Sender<Bytes>,
+    },
     /// Any other `SENTINEL <sub> ...` (and ROLE): rendered from the core's state.
     Sentinel {
         args: Vec<String>,
@@ -127,6 +132,14 @@ async fn dispatch(args: Vec<Bytes>, calls: &mpsc::Sender<ApiCall>) -> Bytes {
                 port,
                 epoch,
                 runid: (runid != "*").then(|| runid.clone()),
+                reply: tx,
+            };
+            ask(calls, call, rx).await
+        }
+        ("sentinel", [sub, master]) if sub.eq_ignore_ascii_case("failover") => {
+            let (tx, rx) = oneshot::channel();
+            let call = ApiCall::Failover {
+                master: master.clone(),
                 reply: tx,
             };
             ask(calls, call, rx).await

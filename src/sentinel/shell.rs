@@ -332,25 +332,16 @@ impl Shell {
                     runid,
                 });
             }
+            ApiCall::Failover { master, reply } => {
+                let request = self.next_request;
+                self.next_request += 1;
+                self.votes.insert(request, reply);
+                self.handle(Event::ManualFailover { request, master });
+            }
             ApiCall::Sentinel { args, reply } => {
-                let failover = match args.as_slice() {
-                    [_, sub, name] if sub.eq_ignore_ascii_case("failover") => Some(name.clone()),
-                    _ => None,
-                };
-                match failover {
-                    Some(master) => {
-                        let request = self.next_request;
-                        self.next_request += 1;
-                        self.votes.insert(request, reply);
-                        self.handle(Event::ManualFailover { request, master });
-                    }
-                    None => {
-                        let now = self.now();
-                        let answer =
-                            replies::sentinel_command(&self.core, &self.masters, &args, now);
-                        let _ = reply.send(answer);
-                    }
-                }
+                let now = self.now();
+                let answer = replies::sentinel_command(&self.core, &self.masters, &args, now);
+                let _ = reply.send(answer);
             }
         }
     }
