@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use config::{Config, Role};
 use proxy::session::ServiceContext;
 use resp::Limits;
-use route::Route;
+use route::{Recheck, Route};
 
 /// The sockets a configuration needs, bound before [`run`] so that callers
 /// (tests especially) can bind port 0 and learn the address.
@@ -105,6 +105,7 @@ pub async fn run(
         senders.insert(service.name.clone(), route_tx);
         receivers.push(route_rx);
     }
+    let (rechecks, recheck_rx) = route::recheck_channel();
     // The control plane starts first: after a restart its state file may
     // know a newer master than config.toml, and no session may see the old one.
     let control_plane = match listeners.sentinel {
@@ -112,6 +113,7 @@ pub async fn run(
             &config,
             listener,
             senders,
+            recheck_rx,
             shutdown.clone(),
         )?),
         // Observers keep the configured route (following voters is to come);
@@ -134,6 +136,11 @@ pub async fn run(
             connect_timeout: service.connect_timeout.0,
             keepalive: service.tcp_keepalive.non_zero(),
             idle_timeout: service.client_idle_timeout.non_zero(),
+            hold_timeout: service.hold_timeout.0,
+            recheck: match control_plane {
+                Some(_) => rechecks.handle(&service.name),
+                None => Recheck::none(&service.name),
+            },
         });
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(service = %service.name, listen = %addr, master = %context.route.borrow().master, "serving");

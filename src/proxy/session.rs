@@ -26,7 +26,7 @@ use super::state::SessionState;
 use super::upstream;
 use crate::resp::request::{encode_command, inline_args};
 use crate::resp::{Direction, Limits, Progress, ProtocolError, Scanner, reply};
-use crate::route::RouteReceiver;
+use crate::route::{Recheck, RouteReceiver};
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -51,6 +51,10 @@ pub struct ServiceContext {
     pub connect_timeout: Duration,
     pub keepalive: Option<Duration>,
     pub idle_timeout: Option<Duration>,
+    /// How long requests wait for a verified master before failing.
+    pub hold_timeout: Duration,
+    /// Asks the control plane to re-check the service's instances.
+    pub recheck: Recheck,
 }
 
 /// Why a session ended.

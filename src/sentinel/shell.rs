@@ -21,7 +21,7 @@ use super::link::{self, Access, LinkContext, LinkEvent, LinkHandle, LinkRequest}
 use super::replies;
 use super::state_file::{self, StateFileError};
 use crate::config::Config;
-use crate::route::{Route, RouteSender};
+use crate::route::{RecheckReceiver, Route, RouteSender};
 
 /// The reply to a peer or operator while the state file cannot be written.
 static STATE_FILE_ERROR: Bytes =
@@ -67,6 +67,7 @@ pub fn start(
     config: &Config,
     listener: TcpListener,
     routes: HashMap<String, RouteSender>,
+    rechecks: RecheckReceiver,
     shutdown: CancellationToken,
 ) -> Result<oneshot::Receiver<()>, StartError> {
     let path = config.sentinel.state_file.clone();
@@ -179,7 +180,7 @@ pub fn start(
                 match TcpListener::from_std(listener) {
                     Ok(listener) => {
                         tokio::spawn(api::serve(listener, calls_tx, shutdown.clone()));
-                        shell.run(events, calls, shutdown).await;
+                        shell.run(events, calls, rechecks, shutdown).await;
                     }
                     Err(e) => tracing::error!(error = %e, "sentinel port unusable"),
                 }
@@ -220,6 +221,7 @@ impl Shell {
         &mut self,
         mut events: mpsc::Receiver<LinkEvent>,
         mut calls: mpsc::Receiver<ApiCall>,
+        mut rechecks: RecheckReceiver,
         shutdown: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(TICK);
@@ -230,8 +232,14 @@ impl Shell {
                 _ = tick.tick() => self.handle(Event::Tick),
                 Some(event) = events.recv() => self.on_link_event(event),
                 Some(call) = calls.recv() => self.on_call(call),
+                Some(service) = rechecks.recv() => self.recheck(&service),
             }
         }
+    }
+
+    /// A session saw its master refuse a command (`-READONLY`, ...).
+    fn recheck(&mut self, service: &str) {
+        tracing::debug!(service, "re-check requested");
     }
 
     fn now(&self) -> u64 {
