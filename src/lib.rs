@@ -141,6 +141,7 @@ pub async fn run(
                 Some(_) => rechecks.handle(&service.name),
                 None => Recheck::none(&service.name),
             },
+            commands: Default::default(),
         });
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(service = %service.name, listen = %addr, master = %context.route.borrow().master, "serving");

@@ -185,7 +185,7 @@ fn unreachable_master_gets_an_error_reply_and_the_connection_stays_usable() {
 /// False if `port` was taken before redis-server could start on it.
 fn unreachable_then_recovered(port: u16) -> bool {
     let master = SocketAddr::from(([127, 0, 0, 1], port));
-    let proxy = Proxy::start(master);
+    let proxy = Proxy::start_with(master, "hold_timeout = \"300ms\"");
     let mut c = proxy.client();
 
     let message = error_text(&c.cmd(&["PING"]));
@@ -220,9 +220,9 @@ fn unreachable_then_recovered(port: u16) -> bool {
 // ---------------------------------------------------------------- upstream dies
 
 #[test]
-fn upstream_dying_mid_session_closes_the_client() {
+fn master_dying_keeps_idle_clients_and_closes_blocked_ones() {
     let mut redis = Redis::start();
-    let proxy = Proxy::start(redis.addr);
+    let proxy = Proxy::start_with(redis.addr, "hold_timeout = \"500ms\"");
     let mut idle = proxy.client();
     assert_eq!(text(&idle.cmd(&["SET", "k", "v"])), "OK");
     let mut blocked = proxy.client();
@@ -230,8 +230,16 @@ fn upstream_dying_mid_session_closes_the_client() {
     wait_blocked(&redis, 1);
 
     redis.kill();
-    assert_closed(&mut idle, "idle client");
+    // A blocking command in flight on a dead master: closed, as Redis would.
     assert_closed(&mut blocked, "blocked client");
+    // An idle client keeps its connection: its request waits for a master
+    // for hold_timeout, then gets an error naming the service.
+    let held = error_text(&idle.cmd(&["GET", "k"]));
+    assert!(held.contains("service 'mymaster'"), "{held}");
+    assert!(held.contains("no master verified within 500ms"), "{held}");
+    // Past the hold, requests are answered at once, on the same connection.
+    let fast = error_text(&idle.cmd(&["PING"]));
+    assert!(fast.contains("service 'mymaster'"), "{fast}");
 
     // The proxy itself carries on: a new client is told the master is down.
     let mut c = proxy.client();

@@ -27,6 +27,8 @@ pub enum Command {
     Subscribe(SubKind),
     Unsubscribe(SubKind),
     Monitor,
+    /// Redis answers, then closes the connection.
+    Quit,
     /// Blocks until data arrives or its timeout passes (BLPOP, WAIT, ...).
     Blocking,
     /// Blocks only when it carries a `BLOCK` option (XREAD, XREADGROUP).
@@ -61,6 +63,7 @@ impl Command {
             b"punsubscribe" => Command::Unsubscribe(SubKind::Pattern),
             b"sunsubscribe" => Command::Unsubscribe(SubKind::Shard),
             b"monitor" => Command::Monitor,
+            b"quit" => Command::Quit,
             b"blpop" | b"brpop" | b"brpoplpush" | b"blmove" | b"blmpop" | b"bzpopmin"
             | b"bzpopmax" | b"bzmpop" | b"wait" | b"waitaof" => Command::Blocking,
             b"xread" | b"xreadgroup" => Command::MaybeBlocking,

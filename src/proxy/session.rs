@@ -6,38 +6,39 @@
 //! Bytes are forwarded unchanged (`split_to().freeze()`, no copy); the
 //! scanners only find frame boundaries so that [`SessionState`] knows what is
 //! in flight and which state-changing commands succeeded.
+//!
+//! When the master changes or dies, the session moves to the new one without
+//! the client noticing, as far as the facts allow: see [`failover`].
 
-use std::collections::VecDeque;
+mod failover;
+mod io;
+
 use std::future::{Future, poll_fn};
-use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::Interest;
+use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::state::SessionState;
+use self::failover::{Hold, Loss};
+use self::io::{Chunks, OutQueue, is_ready, read_some};
+use super::command_table::SharedTable;
+use super::state::{Recorded, ReplyRole, SessionState};
 use super::upstream;
 use crate::resp::request::{encode_command, inline_args};
 use crate::resp::{Direction, Limits, Progress, ProtocolError, Scanner, reply};
 use crate::route::{Recheck, RouteReceiver};
 
-/// Bytes asked of the kernel per read.
-const READ_CHUNK: usize = 16 * 1024;
-/// Stop reading one side while this much is still waiting to go to the other.
+/// Stop reading one side while this much is still waiting to go to the
+/// other; also the most a session holds while no master is verified.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
-/// Most buffers handed to one vectored write.
-const MAX_IOV: usize = 64;
 /// An unfinished request may not grow past this, like Redis's `client-query-buffer-limit`.
 const QUERY_BUFFER_LIMIT: usize = 1 << 30;
-/// Least time between attempts to reach an unreachable master.
-const RECONNECT_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a closing connection keeps reading what the client still sends,
 /// so the kernel does not reset the connection before our last reply is read.
 const LINGER: Duration = Duration::from_secs(1);
@@ -55,27 +56,31 @@ pub struct ServiceContext {
     pub hold_timeout: Duration,
     /// Asks the control plane to re-check the service's instances.
     pub recheck: Recheck,
+    /// Which commands are safe to re-send, from the master's `COMMAND`.
+    pub commands: Arc<SharedTable>,
 }
 
 /// Why a session ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
     ClientClosed,
+    /// The upstream went away with a request whose outcome is unknown in
+    /// flight (or after QUIT): the client sees what it would from Redis.
     UpstreamClosed,
     ProtocolError,
     IdleTimeout,
     Shutdown,
-    /// The service's master moved (failover): the client reconnects to it.
-    RouteChanged,
+    /// The connection's state cannot be carried to a new master.
+    Unmovable,
 }
 
 /// An I/O failure, by the side it happened on.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("client: {0}")]
-    Client(io::Error),
+    Client(std::io::Error),
     #[error("upstream: {0}")]
-    Upstream(io::Error),
+    Upstream(std::io::Error),
     #[error("upstream sent bad RESP: {0}")]
     UpstreamProtocol(ProtocolError),
 }
@@ -91,7 +96,10 @@ pub async fn run(client: TcpStream, service: Arc<ServiceContext>, shutdown: Canc
             tracing::debug!(?peer, error = %e, service = %session.service.name, "session failed")
         }
     }
-    if matches!(result, Ok(End::ProtocolError | End::UpstreamClosed)) {
+    if matches!(
+        result,
+        Ok(End::ProtocolError | End::UpstreamClosed | End::Unmovable)
+    ) {
         linger(&session.client).await;
     }
 }
@@ -130,7 +138,7 @@ async fn linger(client: &TcpStream) {
         match client.try_read(&mut scratch) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return,
         }
     }
@@ -138,36 +146,48 @@ async fn linger(client: &TcpStream) {
 
 /// The upstream side of a session.
 enum Upstream {
-    Connected(TcpStream),
-    /// The master could not be reached; requests get this error reply.
-    Unreachable {
-        reply: Bytes,
-        since: Instant,
-    },
+    /// Client requests go straight to it once it is `verified`: its `ROLE`
+    /// check (sent before them) said master.
+    Connected { stream: TcpStream, verified: bool },
+    /// No usable master; see [`Hold`].
+    Down,
 }
 
 struct Session {
     service: Arc<ServiceContext>,
     client: TcpStream,
     upstream: Upstream,
+    /// The master `upstream` is (or was last) connected to.
     master: SocketAddr,
     from_client: BytesMut,
     /// Bytes of `from_client` already scanned (all of one unfinished request).
     client_scanned: usize,
     client_scan: Scanner,
     from_upstream: BytesMut,
+    /// Bytes of `from_upstream` scanned but kept back: the start of a reply
+    /// that is the proxy's own, or an error that may be re-sent.
+    upstream_scanned: usize,
     upstream_scan: Scanner,
     to_upstream: OutQueue,
+    /// Requests given to the current upstream and not yet answered, kept
+    /// to be re-sent if it is lost (`to_upstream` is their unwritten tail).
+    unanswered: Chunks,
+    /// Client requests waiting for a verified master, in order.
+    held: Chunks,
+    /// How many of the state's pending requests are in `held`.
+    held_requests: usize,
+    hold: Hold,
     to_client: OutQueue,
     state: SessionState,
     client_eof: bool,
     upstream_half_closed: bool,
-    upstream_gone: bool,
     /// A protocol error reply to send once earlier requests are answered.
     fatal: Option<Bytes>,
     closing: bool,
     draining: bool,
-    /// The route moved away from `master`.
+    /// Ends the session once the client has everything queued for it.
+    end: Option<End>,
+    /// The route moved away from `master`: move at the next quiet moment.
     route_moved: bool,
     last_activity: Instant,
 }
@@ -178,25 +198,27 @@ impl Session {
         let master = service.route.borrow().master;
         Session {
             client,
-            upstream: Upstream::Unreachable {
-                reply: Bytes::new(),
-                since: Instant::now(),
-            },
+            upstream: Upstream::Down,
             master,
             from_client: BytesMut::new(),
             client_scanned: 0,
             client_scan: Scanner::new(Direction::Request, limits),
             from_upstream: BytesMut::new(),
+            upstream_scanned: 0,
             upstream_scan: Scanner::new(Direction::Reply, limits),
             to_upstream: OutQueue::default(),
+            unanswered: Chunks::default(),
+            held: Chunks::default(),
+            held_requests: 0,
+            hold: Hold::new(Instant::now(), service.hold_timeout),
             to_client: OutQueue::default(),
             state: SessionState::default(),
             client_eof: false,
             upstream_half_closed: false,
-            upstream_gone: false,
             fatal: None,
             closing: false,
             draining: false,
+            end: None,
             route_moved: false,
             last_activity: Instant::now(),
             service,
@@ -205,7 +227,6 @@ impl Session {
 
     async fn serve(&mut self, shutdown: CancellationToken) -> Result<End, SessionError> {
         let _ = upstream::tune(&self.client, self.service.keepalive);
-        self.connect_upstream().await;
         // Polled once so the token knows to wake this task; after that the
         // loop only reads the flag (polling the future takes a lock).
         let mut stop = pin!(shutdown.clone().cancelled_owned());
@@ -221,24 +242,38 @@ impl Session {
         let mut idle_timer = pin!(sleep_until(
             Instant::now() + idle.unwrap_or(Duration::from_secs(3600))
         ));
+        let mut hold_timer = pin!(sleep_until(Instant::now()));
         loop {
+            if self.hold.attempt_due(&self.upstream) {
+                self.attempt().await;
+            }
             self.after_io()?;
             if let Some(end) = self.finished() {
                 return Ok(end);
             }
+            if let Some(deadline) = self.hold.rearm() {
+                hold_timer.as_mut().reset(deadline);
+            }
             let wants = self.wants(idle.is_some());
             let ready = poll_fn(|cx| {
-                self.poll_ready(cx, wants, &shutdown, idle_timer.as_mut(), &mut route_wait)
+                let timers = Timers {
+                    idle: idle_timer.as_mut(),
+                    hold: hold_timer.as_mut(),
+                };
+                self.poll_ready(cx, wants, &shutdown, timers, &mut route_wait)
             })
             .await?;
             if ready.client_read {
-                self.on_client_readable().await?;
+                self.on_client_readable()?;
             }
             if ready.upstream_read {
                 self.on_upstream_readable()?;
             }
             if ready.stop {
                 self.draining = true;
+            }
+            if ready.hold {
+                self.on_hold_timer();
             }
             if let Some(route) = ready.route {
                 let master = route.borrow().master;
@@ -257,39 +292,23 @@ impl Session {
         }
     }
 
-    /// The control plane moved the master. A session connected to the old
-    /// one ends at its next quiet moment (nothing in flight, no open MULTI),
-    /// so no more writes reach a master that is being demoted and the
-    /// client reconnects to the new one; one that could not reach the old
-    /// master tries the new one at its next request.
-    fn on_route(&mut self, master: SocketAddr) {
-        if master == self.master {
-            return;
-        }
-        match &mut self.upstream {
-            Upstream::Connected(_) => self.route_moved = true,
-            Upstream::Unreachable { since, .. } => {
-                *since = Instant::now()
-                    .checked_sub(RECONNECT_INTERVAL)
-                    .unwrap_or(*since);
-            }
-        }
-    }
-
     /// Which events the session can act on now (backpressure included).
     fn wants(&self, idle: bool) -> Wants {
-        let connected = matches!(self.upstream, Upstream::Connected(_));
+        let connected = matches!(self.upstream, Upstream::Connected { .. });
         Wants {
             client_read: !self.client_eof
                 && self.fatal.is_none()
                 && !self.closing
-                && self.to_upstream.bytes < HIGH_WATER
-                && self.to_client.bytes < HIGH_WATER,
-            upstream_read: connected && !self.upstream_gone && self.to_client.bytes < HIGH_WATER,
-            upstream_write: connected && !self.upstream_gone && !self.to_upstream.is_empty(),
+                && self.end.is_none()
+                && self.to_upstream.bytes() < HIGH_WATER
+                && self.held.bytes < HIGH_WATER
+                && self.to_client.bytes() < HIGH_WATER,
+            upstream_read: connected && self.to_client.bytes() < HIGH_WATER,
+            upstream_write: connected && !self.to_upstream.is_empty(),
             client_write: !self.to_client.is_empty(),
             stop: !self.draining,
             idle,
+            hold: self.hold.timer_armed(),
         }
     }
 
@@ -302,15 +321,15 @@ impl Session {
         cx: &mut Context<'_>,
         wants: Wants,
         shutdown: &CancellationToken,
-        idle: Pin<&mut Sleep>,
+        mut timers: Timers<'_>,
         route: &mut RouteWatch,
     ) -> Poll<Result<Ready, SessionError>> {
         use SessionError::{Client, Upstream as Up};
         let upstream = match &self.upstream {
-            Upstream::Connected(stream) => Some(stream),
-            Upstream::Unreachable { .. } => None,
+            Upstream::Connected { stream, .. } => Some(stream),
+            Upstream::Down => None,
         };
-        let poll = |cx: &mut Context<'_>| -> Result<(Ready, bool), SessionError> {
+        let mut poll = |cx: &mut Context<'_>| -> Result<(Ready, bool), SessionError> {
             let client_read =
                 wants.client_read && is_ready(self.client.poll_read_ready(cx)).map_err(Client)?;
             let client_write =
@@ -326,7 +345,8 @@ impl Session {
                 client_read,
                 upstream_read,
                 stop: wants.stop && shutdown.is_cancelled(),
-                idle: wants.idle && idle.poll(cx).is_ready(),
+                idle: wants.idle && timers.idle.as_mut().poll(cx).is_ready(),
+                hold: wants.hold && timers.hold.as_mut().poll(cx).is_ready(),
                 route: route.poll_changed(cx),
             };
             let any = client_write
@@ -335,6 +355,7 @@ impl Session {
                 || ready.upstream_read
                 || ready.stop
                 || ready.idle
+                || ready.hold
                 || ready.route.is_some();
             Ok((ready, any))
         };
@@ -345,28 +366,7 @@ impl Session {
         }
     }
 
-    /// Connects to the routed master; on failure, remembers the error reply
-    /// that requests will get until a later attempt succeeds.
-    async fn connect_upstream(&mut self) {
-        self.master = self.service.route.borrow().master;
-        let service = &self.service;
-        match upstream::connect(self.master, service.connect_timeout, service.keepalive).await {
-            Ok(stream) => self.upstream = Upstream::Connected(stream),
-            Err(e) => {
-                tracing::warn!(service = %service.name, master = %self.master, error = %e, "master unreachable");
-                let message = format!(
-                    "ERR sentinel-proxy: service '{}': master {} is unreachable: {e}",
-                    service.name, self.master
-                );
-                self.upstream = Upstream::Unreachable {
-                    reply: reply::error(&message),
-                    since: Instant::now(),
-                };
-            }
-        }
-    }
-
-    async fn on_client_readable(&mut self) -> Result<(), SessionError> {
+    fn on_client_readable(&mut self) -> Result<(), SessionError> {
         match read_some(&self.client, &mut self.from_client) {
             Ok(0) => {
                 self.client_eof = true;
@@ -379,16 +379,11 @@ impl Session {
                 if self.service.idle_timeout.is_some() {
                     self.last_activity = Instant::now();
                 }
-                if let Upstream::Unreachable { since, .. } = self.upstream
-                    && since.elapsed() >= RECONNECT_INTERVAL
-                {
-                    self.connect_upstream().await;
-                }
                 self.process_requests();
                 self.flush_upstream();
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => Err(SessionError::Client(e)),
         }
     }
@@ -396,7 +391,10 @@ impl Session {
     /// Finds the complete requests in `from_client`, records them, and
     /// queues them for upstream (or answers them when there is none).
     fn process_requests(&mut self) {
+        // Bytes at the front of `from_client` that are whole requests.
         let mut complete = 0;
+        // How many of them wait for replies.
+        let mut waiting = 0;
         loop {
             let rest = self.from_client.get(self.client_scanned..).unwrap_or(&[]);
             match self.client_scan.scan(rest) {
@@ -405,22 +403,33 @@ impl Session {
                     let info = *self.client_scan.info();
                     self.client_scanned = end;
                     if info.kind == b'*' && info.len > 0 {
-                        if let Upstream::Unreachable { reply, .. } = &self.upstream {
-                            self.to_client.push(reply.clone());
-                            self.from_client.advance(end);
+                        if let Some(reply) = self.hold.failing_reply(&self.service.name) {
+                            self.to_client.push(reply);
+                            self.from_client.advance_to(end);
                             self.client_scanned = 0;
                             continue;
                         }
                         let frame = self.from_client.get(complete..end).unwrap_or(&[]);
-                        self.state.on_request(frame, &info);
+                        match self.state.on_request(frame, &info) {
+                            Recorded::Waits => waiting += 1,
+                            Recorded::NoReply => {}
+                            Recorded::SendInstead(bytes) => {
+                                self.submit(complete, waiting);
+                                self.from_client.advance_to(end - complete);
+                                self.client_scanned = 0;
+                                (complete, waiting) = (0, 0);
+                                self.send(Bytes::from_static(bytes), 1);
+                                continue;
+                            }
+                        }
                         complete = end;
                         continue;
                     }
                     // Inline commands are rewritten as RESP; empty ones dropped.
-                    self.forward_requests(complete);
+                    self.submit(complete, waiting);
                     let frame = self.from_client.split_to(end - complete);
                     self.client_scanned = 0;
-                    complete = 0;
+                    (complete, waiting) = (0, 0);
                     if info.kind == b'i' {
                         self.inline_request(&frame);
                     }
@@ -428,32 +437,49 @@ impl Session {
                 Ok(Progress::NeedMore(n)) => {
                     self.client_scanned += n;
                     if self.from_client.len() - complete > QUERY_BUFFER_LIMIT {
-                        self.forward_requests(complete);
+                        self.submit(complete, waiting);
                         self.fail(&"too big request");
                         return;
                     }
                     break;
                 }
                 Err(e) => {
-                    self.forward_requests(complete);
+                    self.submit(complete, waiting);
                     self.fail(&e);
                     return;
                 }
             }
         }
-        self.forward_requests(complete);
+        self.submit(complete, waiting);
         if self.from_client.is_empty() && self.from_client.capacity() > 0 {
             // Idle connections keep no buffer (see the idle-memory benchmark).
             self.from_client = BytesMut::new();
         }
     }
 
-    /// Moves the first `complete` bytes of `from_client` (whole requests) to upstream.
-    fn forward_requests(&mut self, complete: usize) {
+    /// Sends the first `complete` bytes of `from_client`: whole requests,
+    /// `waiting` of which wait for replies.
+    fn submit(&mut self, complete: usize, waiting: usize) {
         if complete > 0 {
-            self.to_upstream
-                .push(self.from_client.split_to(complete).freeze());
+            let requests = self.from_client.split_to(complete).freeze();
             self.client_scanned -= complete;
+            self.send(requests, waiting);
+        }
+    }
+
+    /// Sends recorded client requests to the master, or holds them while
+    /// none is verified or the session is about to move.
+    fn send(&mut self, requests: Bytes, waiting: usize) {
+        match &self.upstream {
+            Upstream::Connected { verified: true, .. } if !self.route_moved => {
+                self.unanswered.push(requests.clone());
+                self.to_upstream.push(requests);
+            }
+            _ => {
+                self.held.push(requests);
+                self.held_requests += waiting;
+                self.hold.start(Instant::now());
+            }
         }
     }
 
@@ -464,13 +490,18 @@ impl Session {
                 let encoded = encode_command(&args);
                 let mut scan = Scanner::new(Direction::Request, self.service.limits);
                 match scan.scan(&encoded) {
-                    Ok(_) => match &self.upstream {
-                        Upstream::Unreachable { reply, .. } => self.to_client.push(reply.clone()),
-                        Upstream::Connected(_) => {
-                            self.state.on_request(&encoded, scan.info());
-                            self.to_upstream.push(encoded.freeze());
+                    Ok(_) => {
+                        if let Some(reply) = self.hold.failing_reply(&self.service.name) {
+                            self.to_client.push(reply);
+                            return;
                         }
-                    },
+                        let bytes = match self.state.on_request(&encoded, scan.info()) {
+                            Recorded::SendInstead(bytes) => Bytes::from_static(bytes),
+                            _ => encoded.freeze(),
+                        };
+                        let waiting = usize::from(self.state.in_flight() > self.sent_requests());
+                        self.send(bytes, waiting);
+                    }
                     // An argument over the bulk limit, for example.
                     Err(e) => self.fail(&e),
                 }
@@ -489,74 +520,133 @@ impl Session {
     }
 
     fn on_upstream_readable(&mut self) -> Result<(), SessionError> {
-        let Upstream::Connected(stream) = &self.upstream else {
+        let Upstream::Connected { stream, .. } = &self.upstream else {
             return Ok(());
         };
         match read_some(stream, &mut self.from_upstream) {
             Ok(0) => {
-                self.upstream_gone = true;
-                Ok(())
+                self.lose_upstream(Loss::Closed);
+                self.flush_client()
             }
             Ok(_) => {
                 self.process_replies()?;
                 self.flush_client()
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => {
                 tracing::debug!(service = %self.service.name, error = %e, "upstream read failed");
-                self.upstream_gone = true;
-                Ok(())
+                self.lose_upstream(Loss::Closed);
+                self.flush_client()
             }
         }
     }
 
-    /// Counts the replies in `from_upstream` and queues every scanned byte
-    /// (payloads stream through even before their frame is complete).
+    /// Matches the replies in `from_upstream` with their requests and
+    /// queues for the client every byte that is the client's (payloads
+    /// stream through even before their frame is complete). The proxy's
+    /// own replies are cut out, and a refusal that means "not the master"
+    /// sends the session to find the new one.
     fn process_replies(&mut self) -> Result<(), SessionError> {
-        let mut done = 0;
+        // Start of the frame being scanned, and the scan position.
+        let mut start = 0;
+        let mut pos = self.upstream_scanned;
         loop {
-            let rest = self.from_upstream.get(done..).unwrap_or(&[]);
+            let rest = self.from_upstream.get(pos..).unwrap_or(&[]);
             match self.upstream_scan.scan(rest) {
                 Ok(Progress::Frame(n)) => {
-                    done += n;
-                    self.state.on_reply(self.upstream_scan.info());
+                    pos += n;
+                    let info = *self.upstream_scan.info();
+                    if let Some(refusal) = self.refusal(&info) {
+                        self.forward_upstream(start);
+                        self.lose_upstream(Loss::Refused(refusal));
+                        return Ok(());
+                    }
+                    match self.state.on_reply(&info) {
+                        ReplyRole::Answer => self.hold.answered(),
+                        ReplyRole::OutOfBand => {}
+                        ReplyRole::Replay => {
+                            self.cut_upstream(start, pos, None);
+                            if info.is_error() {
+                                tracing::warn!(service = %self.service.name, master = %self.master, "restoring the connection's state on the new master failed");
+                                self.end = Some(End::Unmovable);
+                                return Ok(());
+                            }
+                            (start, pos) = (0, 0);
+                            continue;
+                        }
+                        ReplyRole::RoleCheck => {
+                            self.cut_upstream(start, pos, None);
+                            (start, pos) = (0, 0);
+                            if !self.on_role(&info) {
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        ReplyRole::Replace(reply) => {
+                            self.cut_upstream(start, pos, Some(reply));
+                            (start, pos) = (0, 0);
+                            continue;
+                        }
+                    }
+                    start = pos;
                 }
                 Ok(Progress::NeedMore(n)) => {
-                    done += n;
+                    pos += n;
                     break;
                 }
                 Err(e) => return Err(SessionError::UpstreamProtocol(e)),
             }
         }
-        if done > 0 {
-            self.to_client
-                .push(self.from_upstream.split_to(done).freeze());
-        }
+        let released = self.state.take_released();
+        self.unanswered.consume(released);
+        // A partial frame streams through only if it is surely the client's.
+        let streams = self.state.next_reply_is_clients()
+            && !matches!(self.from_upstream.get(start), Some(b'-' | b'!'));
+        let forward = if streams { pos } else { start };
+        self.forward_upstream(forward);
+        self.upstream_scanned = pos - forward;
         if self.from_upstream.is_empty() && self.from_upstream.capacity() > 0 {
             self.from_upstream = BytesMut::new();
         }
         Ok(())
     }
 
-    /// A failed write means the upstream is gone: what it already answered
-    /// still goes to the client, then the session ends.
+    /// Queues the first `n` bytes of `from_upstream` for the client.
+    fn forward_upstream(&mut self, n: usize) {
+        if n > 0 {
+            self.to_client.push(self.from_upstream.split_to(n).freeze());
+        }
+    }
+
+    /// Forwards the bytes before `start`, drops the frame `start..end` (the
+    /// proxy's own reply) and queues `instead` in its place.
+    fn cut_upstream(&mut self, start: usize, end: usize, instead: Option<Bytes>) {
+        self.forward_upstream(start);
+        self.from_upstream.advance_to(end - start);
+        self.upstream_scanned = 0;
+        if let Some(reply) = instead {
+            self.to_client.push(reply);
+        }
+        let released = self.state.take_released();
+        self.unanswered.consume(released);
+    }
+
+    /// A failed write means the upstream is gone.
     fn flush_upstream(&mut self) {
-        if let Upstream::Connected(stream) = &self.upstream
-            && !self.upstream_gone
+        if let Upstream::Connected { stream, .. } = &self.upstream
             && let Err(e) = self.to_upstream.flush(stream)
         {
             tracing::debug!(service = %self.service.name, error = %e, "upstream write failed");
-            self.upstream_gone = true;
-            self.to_upstream = OutQueue::default();
+            self.lose_upstream(Loss::Closed);
         }
     }
 
     fn flush_client(&mut self) -> Result<(), SessionError> {
-        let before = self.to_client.bytes;
+        let before = self.to_client.bytes();
         self.to_client
             .flush(&self.client)
             .map_err(SessionError::Client)?;
-        if self.service.idle_timeout.is_some() && self.to_client.bytes < before {
+        if self.service.idle_timeout.is_some() && self.to_client.bytes() < before {
             // A client downloading a large reply is active too.
             self.last_activity = Instant::now();
         }
@@ -566,6 +656,7 @@ impl Session {
     /// Pushes queued bytes out and moves the session between phases.
     fn after_io(&mut self) -> Result<(), SessionError> {
         self.flush_upstream();
+        self.move_if_quiet();
         if self.state.in_flight() == 0
             && self.to_upstream.is_empty()
             && let Some(error) = self.fatal.take()
@@ -573,11 +664,14 @@ impl Session {
             self.to_client.push(error);
             self.closing = true;
         }
-        if self.client_eof && self.to_upstream.is_empty() && !self.upstream_half_closed {
+        if self.client_eof
+            && self.to_upstream.is_empty()
+            && self.held.is_empty()
+            && !self.upstream_half_closed
+            && let Upstream::Connected { stream, .. } = &self.upstream
+        {
             // Let Redis answer what was sent, then close, as it does itself.
-            if let Upstream::Connected(stream) = &self.upstream {
-                let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
-            }
+            let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
             self.upstream_half_closed = true;
         }
         self.flush_client()
@@ -587,20 +681,22 @@ impl Session {
         if !self.to_client.is_empty() {
             return None;
         }
-        let connected = matches!(self.upstream, Upstream::Connected(_));
         if self.closing {
             Some(End::ProtocolError)
-        } else if self.client_eof && (!connected || self.upstream_gone) {
+        } else if let Some(end) = self.end {
+            Some(end)
+        } else if self.client_eof && self.state.in_flight() == 0 {
             Some(End::ClientClosed)
-        } else if self.upstream_gone {
-            Some(End::UpstreamClosed)
         } else if self.draining && self.is_quiet() {
             Some(End::Shutdown)
-        } else if self.route_moved && self.is_quiet() {
-            Some(End::RouteChanged)
         } else {
             None
         }
+    }
+
+    /// Requests given to the upstream (not held) and not yet answered.
+    fn sent_requests(&self) -> usize {
+        self.state.in_flight() - self.held_requests
     }
 
     /// Nothing in flight, nothing half-read, no transaction open: closing
@@ -620,36 +716,14 @@ impl Session {
     }
 }
 
-/// Whether a readiness poll says "go" (an error is reported as such).
-fn is_ready(poll: Poll<io::Result<()>>) -> io::Result<bool> {
-    match poll {
-        Poll::Ready(Ok(())) => Ok(true),
-        Poll::Ready(Err(e)) => Err(e),
-        Poll::Pending => Ok(false),
-    }
+/// Moves a `BytesMut`'s start forward (drops bytes already handled).
+trait AdvanceTo {
+    fn advance_to(&mut self, n: usize);
 }
 
-/// One non-blocking read into `buf`, growing it first if needed.
-///
-/// A read that did not fill the buffer drained the socket, so readiness is
-/// cleared right away (as tokio's own `poll_read` does): otherwise the next
-/// loop would spend a `recvfrom` per request just to learn `EAGAIN`.
-fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK.max(buf.len() / 2));
-    }
-    let room = buf.capacity() - buf.len();
-    let mut read = 0;
-    let result = stream.try_io(Interest::READABLE, || {
-        read = stream.try_read_buf(buf)?;
-        if read > 0 && read < room {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(read)
-    });
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
-        other => other,
+impl AdvanceTo for BytesMut {
+    fn advance_to(&mut self, n: usize) {
+        bytes::Buf::advance(self, n.min(self.len()));
     }
 }
 
@@ -662,6 +736,13 @@ struct Wants {
     client_write: bool,
     stop: bool,
     idle: bool,
+    hold: bool,
+}
+
+/// The session's timers, polled from `poll_ready`.
+struct Timers<'a> {
+    idle: Pin<&'a mut Sleep>,
+    hold: Pin<&'a mut Sleep>,
 }
 
 /// The events that are ready (writes need no flag: every loop flushes).
@@ -671,6 +752,7 @@ struct Ready {
     upstream_read: bool,
     stop: bool,
     idle: bool,
+    hold: bool,
     /// The route changed (the receiver comes back to wait for the next change).
     route: Option<RouteReceiver>,
 }
@@ -713,67 +795,6 @@ impl RouteWatch {
             Poll::Pending => {
                 self.armed = true;
                 None
-            }
-        }
-    }
-}
-
-/// Bytes waiting to be written to one socket, in order.
-#[derive(Default)]
-struct OutQueue {
-    chunks: VecDeque<Bytes>,
-    bytes: usize,
-}
-
-impl OutQueue {
-    fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.bytes += chunk.len();
-            self.chunks.push_back(chunk);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
-    /// Writes as much as the socket takes now, in as few syscalls as possible.
-    fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
-        while !self.chunks.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(&self.chunks) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            // One buffer (the usual case) goes out with send(2), which costs
-            // the kernel less than writev(2).
-            let result = match self.chunks.front() {
-                Some(only) if count == 1 => stream.try_write(only),
-                _ => stream.try_write_vectored(slices.get(..count).unwrap_or(&[])),
-            };
-            match result {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.consume(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    fn consume(&mut self, mut written: usize) {
-        self.bytes -= written;
-        while written > 0 {
-            let Some(front) = self.chunks.front_mut() else {
-                return;
-            };
-            if front.len() <= written {
-                written -= front.len();
-                self.chunks.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
             }
         }
     }

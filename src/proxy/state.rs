@@ -27,6 +27,7 @@ use bytes::Bytes;
 use super::command::{Command, SubKind, is_message, is_subscription_reply};
 use crate::resp::FrameInfo;
 use crate::resp::request::Args;
+use replay::Doom;
 
 /// Credentials the client authenticated with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +79,27 @@ struct Pending {
     blocking: bool,
     /// Sent inside MULTI: its reply is `+QUEUED` and its effect waits for EXEC.
     queued: bool,
+    /// Bytes of the request, plus those of any unanswered requests sent
+    /// right after it (`CLIENT REPLY OFF`): what its completion releases.
+    len: usize,
+    /// Some of its replies have arrived.
+    partly_answered: bool,
+    purpose: Purpose,
+}
+
+/// Who a request is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// The client's own request: its replies go to the client.
+    Client,
+    /// The proxy restoring the connection's state on a new upstream: its
+    /// replies are the proxy's.
+    Replay,
+    /// The proxy's `ROLE`, asked before any client request is sent.
+    RoleCheck,
+    /// A client request whose reply is replaced by this one (an `EXEC`
+    /// that the proxy turned into `DISCARD`, see `replay`).
+    Replace(Bytes),
 }
 
 /// How the client asked Redis to reply (`CLIENT REPLY ON|OFF|SKIP`).
@@ -89,12 +111,18 @@ enum ReplyMode {
 }
 
 /// Whether a reply answers a request or arrived on its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplyRole {
     /// Completes (part of) the oldest pending request.
     Answer,
     /// A push: a published message, an invalidation, a MONITOR line.
     OutOfBand,
+    /// Answers one of the proxy's replayed commands: not for the client.
+    Replay,
+    /// Answers the proxy's `ROLE` check: not for the client.
+    RoleCheck,
+    /// Answers a request whose reply the client gets replaced by this one.
+    Replace(Bytes),
 }
 
 /// The connection state of one client session.
@@ -120,7 +148,28 @@ pub struct SessionState {
     tx_open: bool,
     reply_mode: ReplyMode,
     blocking: usize,
+    /// Request bytes whose replies have all arrived since the last
+    /// [`SessionState::take_released`].
+    released: usize,
+    /// The transaction or WATCH that a failover broke (request-side view).
+    doom: Option<Doom>,
+    /// QUIT was sent: the upstream closing is the expected end.
+    quit_sent: bool,
 }
+
+/// What [`SessionState::on_request`] made of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// It waits for its reply (or replies).
+    Waits,
+    /// Replies are off: it gets none.
+    NoReply,
+    /// It waits for a reply, but these bytes are to be sent instead of it.
+    SendInstead(&'static [u8]),
+}
+
+/// What a doomed `EXEC` is sent as.
+const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
 
 impl Default for SessionState {
     fn default() -> Self {
@@ -139,6 +188,9 @@ impl Default for SessionState {
             tx_open: false,
             reply_mode: ReplyMode::On,
             blocking: 0,
+            released: 0,
+            doom: None,
+            quit_sent: false,
         }
     }
 }
@@ -147,6 +199,19 @@ impl SessionState {
     /// Requests sent upstream whose replies have not all arrived.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether QUIT was sent (the upstream will close after answering).
+    pub fn quit_sent(&self) -> bool {
+        self.quit_sent
+    }
+
+    /// Whether the next reply that answers a request is for the client
+    /// (not for one of the proxy's own requests).
+    pub fn next_reply_is_clients(&self) -> bool {
+        self.pending
+            .front()
+            .is_none_or(|p| p.purpose == Purpose::Client)
     }
 
     /// Whether a blocking command (BLPOP, XREAD BLOCK, WAIT, ...) is in flight.
@@ -202,11 +267,18 @@ impl SessionState {
         }
     }
 
+    /// Takes the count of request bytes answered since the last call: the
+    /// session keeps sent requests until then, to re-send them on failover.
+    pub fn take_released(&mut self) -> usize {
+        std::mem::take(&mut self.released)
+    }
+
     /// Records a request that is about to be sent upstream. `frame` is the
     /// complete RESP array and `info` its scanner summary.
-    pub fn on_request(&mut self, frame: &[u8], info: &FrameInfo) {
+    pub fn on_request(&mut self, frame: &[u8], info: &FrameInfo) -> Recorded {
         let command = Command::from_name(info.head());
-        let (effect, blocking) = match command {
+        self.quit_sent |= command == Command::Quit;
+        let (mut effect, blocking) = match command {
             Command::Other => (Effect::None, false),
             Command::Blocking => (Effect::None, true),
             Command::MaybeBlocking => {
@@ -215,6 +287,25 @@ impl SessionState {
             }
             _ => (effect_of(command, frame), false),
         };
+        let (mut purpose, mut len, mut recorded) = (Purpose::Client, frame.len(), Recorded::Waits);
+        if let Some(doom) = self.doom {
+            match effect {
+                Effect::Exec if self.tx_open => {
+                    // The transaction (or the WATCH) was lost with the old
+                    // master: end it without running anything, and answer
+                    // what Redis would have.
+                    effect = Effect::Discard;
+                    purpose = Purpose::Replace(doom.reply(self.protocol));
+                    len = DISCARD.len();
+                    recorded = Recorded::SendInstead(DISCARD);
+                    self.doom = None;
+                }
+                Effect::Discard if self.tx_open => self.doom = None,
+                Effect::Reset => self.doom = None,
+                Effect::Unwatch if !self.tx_open && doom == Doom::Null => self.doom = None,
+                _ => {}
+            }
+        }
         let queued = self.tx_open
             && !matches!(
                 effect,
@@ -246,7 +337,12 @@ impl SessionState {
             _ => {}
         }
         if replies == 0 {
-            return;
+            // Its bytes go when the request before it is answered.
+            match self.pending.back_mut() {
+                Some(last) => last.len += len,
+                None => self.released += len,
+            }
+            return Recorded::NoReply;
         }
         self.blocking += usize::from(blocking);
         self.pending.push_back(Pending {
@@ -254,7 +350,11 @@ impl SessionState {
             effect,
             blocking,
             queued,
+            len,
+            partly_answered: false,
+            purpose,
         });
+        recorded
     }
 
     /// Records a complete reply frame from upstream and says whether it
@@ -268,22 +368,30 @@ impl SessionState {
             return ReplyRole::OutOfBand;
         };
         let error = info.is_error();
+        let role = match &front.purpose {
+            Purpose::Client => ReplyRole::Answer,
+            Purpose::Replay => ReplyRole::Replay,
+            Purpose::RoleCheck => ReplyRole::RoleCheck,
+            Purpose::Replace(reply) => ReplyRole::Replace(reply.clone()),
+        };
         // An error is the only reply to its request, however many it expected.
         if !error {
             front.replies -= 1;
             if front.replies > 0 {
-                return ReplyRole::Answer;
+                front.partly_answered = true;
+                return role;
             }
         }
         let Some(done) = self.pending.pop_front() else {
-            return ReplyRole::Answer;
+            return role;
         };
+        self.released += done.len;
         self.blocking -= usize::from(done.blocking);
         if done.queued {
             if !error && done.effect != Effect::None {
                 self.tx_effects.push(done.effect);
             }
-            return ReplyRole::Answer;
+            return role;
         }
         match done.effect {
             // EXEC and DISCARD close the transaction whatever their reply.
@@ -292,7 +400,7 @@ impl SessionState {
             _ if error => {}
             effect => self.apply(effect),
         }
-        ReplyRole::Answer
+        role
     }
 
     /// The reply to EXEC or DISCARD. Redis discards the transaction and
@@ -323,6 +431,9 @@ impl SessionState {
                     effect: Effect::Confirmations,
                     blocking: false,
                     queued: false,
+                    len: 0,
+                    partly_answered: false,
+                    purpose: Purpose::Client,
                 });
             }
         }
@@ -423,6 +534,9 @@ impl SessionState {
                     tx_open: self.tx_open,
                     reply_mode: self.reply_mode,
                     blocking: self.blocking,
+                    released: self.released,
+                    doom: self.doom,
+                    quit_sent: self.quit_sent,
                     ..SessionState::default()
                 };
                 *self = fresh;
@@ -563,7 +677,7 @@ fn effect_of(command: Command, frame: &[u8]) -> Effect {
         Command::Unsubscribe(kind) => {
             Effect::Unsubscribe(kind, args.map(Bytes::copy_from_slice).collect())
         }
-        Command::Other | Command::Blocking | Command::MaybeBlocking => Effect::None,
+        Command::Other | Command::Blocking | Command::MaybeBlocking | Command::Quit => Effect::None,
     }
 }
 
@@ -590,6 +704,9 @@ fn client_reply_mode(command: Command, frame: &[u8]) -> Option<ReplyMode> {
 fn parse_i64(s: &[u8]) -> Option<i64> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
+
+mod replay;
+pub use replay::{Rerun, Unanswered, Unmovable};
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

@@ -1,0 +1,433 @@
+//! Moving a session to a new master (the failover contract in DESIGN.md).
+//!
+//! Every upstream connection starts with a handshake: the commands that
+//! restore the client's connection state, and a `ROLE` check. Client
+//! requests are held until `ROLE` says master (an error such as `-NOAUTH`
+//! trusts the route: the client has not authenticated yet). Requests wait
+//! in `held` for at most `hold_timeout`; past it each gets an error reply
+//! naming the service, and new ones are answered at once until a master is
+//! verified again.
+//!
+//! When the upstream is lost, the requests it had not answered are judged:
+//! one that may have run and whose re-run is not harmless (a write, a
+//! script, a blocking command, EXEC, a reply already half sent) makes its
+//! outcome unknown, so the client connection is closed, exactly as if Redis
+//! had died. Otherwise they are re-sent to the next verified master, ahead
+//! of the held ones. A `-READONLY`, `-MASTERDOWN`, `-LOADING` or
+//! `-UNBLOCKED` (instance state changed) reply means the command did not
+//! run: it is re-sent the same way, for at most `hold_timeout` in a row.
+//!
+//! When the route moves while the old master still answers (a planned
+//! switchover), new requests are held and the session moves as soon as
+//! nothing of the client's is in flight.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::io::Chunks;
+use super::{End, Session, Upstream};
+use crate::proxy::command_table::Rerun as ByTable;
+use crate::proxy::state::{ReplyRole, Rerun};
+use crate::proxy::upstream;
+use crate::resp::{Direction, FrameInfo, Scanner, reply};
+
+/// First wait before trying an unreachable master again; it doubles up to
+/// [`MAX_BACKOFF`] (a route change tries at once).
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Why the upstream connection is being given up.
+pub(super) enum Loss {
+    /// It closed or failed.
+    Closed,
+    /// It answered the oldest request with a refusal: the command did not run.
+    Refused(Refusal),
+    /// Its `ROLE` is not master.
+    NotMaster(String),
+}
+
+/// A reply saying that the command did not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// `-READONLY`, `-MASTERDOWN`, `-UNBLOCKED` after a role change: the
+    /// instance is a replica now, so it refused every write sent after too.
+    Replica,
+    /// `-LOADING`: the instance is loading its data set.
+    Loading,
+}
+
+impl Refusal {
+    /// The refusal an error reply's first bytes announce, if any.
+    fn of(head: &[u8]) -> Option<Refusal> {
+        let starts = |prefix: &[u8]| head.starts_with(prefix);
+        if starts(b"READONLY ") || starts(b"MASTERDOWN ") || starts(b"UNBLOCKED force") {
+            Some(Refusal::Replica)
+        } else if starts(b"LOADING ") {
+            Some(Refusal::Loading)
+        } else {
+            None
+        }
+    }
+}
+
+/// The session's wait for a verified master.
+pub(super) struct Hold {
+    timeout: Duration,
+    /// When requests began waiting for a verified master.
+    since: Option<Instant>,
+    /// The wait ran out: requests are answered with an error at once.
+    failing: bool,
+    /// Why there is no master, for error replies and logs.
+    reason: String,
+    /// When to try connecting again (only while there is no upstream).
+    next_attempt: Option<Instant>,
+    backoff: Duration,
+    /// The first of the current run of refusals that were re-sent.
+    refused_since: Option<Instant>,
+    /// The deadline the timer is set to.
+    armed_at: Option<Instant>,
+}
+
+impl Hold {
+    /// A new session: connect now; its first requests wait.
+    pub(super) fn new(now: Instant, timeout: Duration) -> Hold {
+        Hold {
+            timeout,
+            since: None,
+            failing: false,
+            reason: String::new(),
+            next_attempt: Some(now),
+            backoff: MIN_BACKOFF,
+            refused_since: None,
+            armed_at: None,
+        }
+    }
+
+    /// Requests are being held from `now` on (if not already).
+    pub(super) fn start(&mut self, now: Instant) {
+        if self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
+
+    /// Whether it is time to connect.
+    pub(super) fn attempt_due(&self, upstream: &Upstream) -> bool {
+        matches!(upstream, Upstream::Down)
+            && self.next_attempt.is_some_and(|at| at <= Instant::now())
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let expiry = self
+            .since
+            .filter(|_| !self.failing)
+            .map(|s| s + self.timeout);
+        match (expiry, self.next_attempt) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The timer's new deadline, if it changed.
+    pub(super) fn rearm(&mut self) -> Option<Instant> {
+        let deadline = self.deadline();
+        if deadline == self.armed_at {
+            return None;
+        }
+        self.armed_at = deadline;
+        deadline
+    }
+
+    pub(super) fn timer_armed(&self) -> bool {
+        self.armed_at.is_some()
+    }
+
+    /// The error reply for a request while the hold has run out.
+    pub(super) fn failing_reply(&self, service: &str) -> Option<Bytes> {
+        self.failing.then(|| {
+            reply::error(&format!(
+                "ERR sentinel-proxy: service '{service}': no master available: {}",
+                self.reason
+            ))
+        })
+    }
+
+    /// A client request got a real answer: refusals start counting afresh.
+    pub(super) fn answered(&mut self) {
+        self.refused_since = None;
+    }
+
+    /// Whether a refused request may be re-sent (once more).
+    fn may_resend(&mut self, now: Instant) -> bool {
+        let since = *self.refused_since.get_or_insert(now);
+        now.duration_since(since) < self.timeout
+    }
+
+    fn retry_in(&mut self, now: Instant, delay: Duration) {
+        self.next_attempt = Some(now + delay);
+    }
+
+    fn failed_attempt(&mut self, now: Instant, reason: String) {
+        self.reason = reason;
+        self.retry_in(now, self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn verified(&mut self) {
+        self.since = None;
+        self.failing = false;
+        self.backoff = MIN_BACKOFF;
+    }
+}
+
+impl Session {
+    /// Connects to the routed master and sends the handshake.
+    pub(super) async fn attempt(&mut self) {
+        self.hold.next_attempt = None;
+        let master = self.service.route.borrow().master;
+        self.master = master;
+        let service = &self.service;
+        match upstream::connect(master, service.connect_timeout, service.keepalive).await {
+            Ok(stream) => match self.state.handshake() {
+                Ok(handshake) => {
+                    let handshake = handshake.freeze();
+                    self.unanswered.push(handshake.clone());
+                    self.to_upstream.push(handshake);
+                    self.upstream = Upstream::Connected {
+                        stream,
+                        verified: false,
+                    };
+                    // Requests wait for the ROLE check, not for the error.
+                    self.hold.failing = false;
+                }
+                Err(e) => {
+                    tracing::info!(service = %service.name, error = %e, "closing a client connection that cannot move to the new master");
+                    self.end = Some(End::Unmovable);
+                }
+            },
+            Err(e) => {
+                let reason = format!("master {master} is unreachable: {e}");
+                tracing::debug!(service = %service.name, %reason, "connect failed");
+                self.hold.failed_attempt(Instant::now(), reason);
+            }
+        }
+    }
+
+    /// The answer to the handshake's `ROLE`. Returns false if the
+    /// connection was given up (the instance is not a master).
+    pub(super) fn on_role(&mut self, info: &FrameInfo) -> bool {
+        let role = info.head();
+        if !info.is_error() && !role.eq_ignore_ascii_case(b"master") {
+            let reason = format!(
+                "{} is not a master (ROLE: {})",
+                self.master,
+                String::from_utf8_lossy(role)
+            );
+            self.lose_upstream(Loss::NotMaster(reason));
+            return false;
+        }
+        if let Upstream::Connected { verified, .. } = &mut self.upstream {
+            *verified = true;
+        }
+        self.hold.verified();
+        if !self.route_moved {
+            for chunk in self.held.iter() {
+                self.unanswered.push(chunk.clone());
+                self.to_upstream.push(chunk.clone());
+            }
+            self.held = Chunks::default();
+            self.held_requests = 0;
+        }
+        true
+    }
+
+    /// Whether a reply is a refusal whose request can be re-sent.
+    pub(super) fn refusal(&mut self, info: &FrameInfo) -> Option<Refusal> {
+        if !info.is_error() {
+            return None;
+        }
+        let refusal = Refusal::of(info.head())?;
+        (self.state.oldest_is_resendable() && self.hold.may_resend(Instant::now()))
+            .then_some(refusal)
+    }
+
+    /// The control plane moved the master.
+    pub(super) fn on_route(&mut self, master: std::net::SocketAddr) {
+        match &self.upstream {
+            Upstream::Down => {
+                self.hold.backoff = MIN_BACKOFF;
+                self.hold.next_attempt = Some(Instant::now());
+            }
+            Upstream::Connected { .. } if master != self.master => self.route_moved = true,
+            Upstream::Connected { .. } => {}
+        }
+    }
+
+    /// After a route change, leaves the old master as soon as nothing the
+    /// client sent is in flight there (requests meanwhile are held).
+    pub(super) fn move_if_quiet(&mut self) {
+        if self.route_moved && self.sent_requests() == 0 && self.upstream_scan.is_idle() {
+            tracing::debug!(service = %self.service.name, from = %self.master, "moving to the new master");
+            self.drop_upstream();
+            self.state.forget_internal();
+            self.hold.next_attempt = Some(Instant::now());
+            if !self.held.is_empty() {
+                self.hold.start(Instant::now());
+            }
+        }
+    }
+
+    /// The hold timer fired: maybe the wait for a master ran out.
+    pub(super) fn on_hold_timer(&mut self) {
+        self.hold.armed_at = None;
+        let now = Instant::now();
+        let Some(since) = self.hold.since else {
+            return;
+        };
+        if self.hold.failing || now < since + self.hold.timeout {
+            return;
+        }
+        if let Upstream::Connected { verified: true, .. } = self.upstream {
+            // Held behind requests still in flight on the old master: they
+            // move with the session once those are answered.
+            self.hold.since = None;
+            return;
+        }
+        if let Upstream::Connected { .. } = self.upstream {
+            self.hold.reason = format!("{} did not answer ROLE", self.master);
+            self.drop_upstream();
+            self.state.forget_internal();
+            self.hold.retry_in(now, self.hold.backoff);
+        }
+        self.fail_held();
+    }
+
+    /// Answers every held request with an error naming the service, as if
+    /// Redis had refused it, and answers new ones at once from now on.
+    fn fail_held(&mut self) {
+        let service = &self.service.name;
+        let timeout = self.hold.timeout;
+        tracing::info!(service = %service, reason = %self.hold.reason, requests = self.held_requests, "no master verified in time: failing held requests");
+        let error = reply::error(&format!(
+            "ERR sentinel-proxy: service '{service}': no master verified within {timeout:?}: {}",
+            self.hold.reason
+        ));
+        let info = error_info(&error);
+        while self.state.in_flight() > 0 {
+            match self.state.on_reply(&info) {
+                ReplyRole::Replace(reply) => self.to_client.push(reply),
+                _ => self.to_client.push(error.clone()),
+            }
+        }
+        let _ = self.state.take_released();
+        self.held = Chunks::default();
+        self.held_requests = 0;
+        self.hold.since = None;
+        self.hold.failing = true;
+    }
+
+    /// Gives up the upstream connection: re-sends what may be re-sent to
+    /// the next master, or closes the client connection if an unanswered
+    /// request's outcome is unknown.
+    pub(super) fn lose_upstream(&mut self, loss: Loss) {
+        let now = Instant::now();
+        if self.state.quit_sent() {
+            self.end = Some(End::UpstreamClosed);
+            self.drop_upstream();
+            return;
+        }
+        // Part of a reply already went to the client.
+        let half_sent = !self.upstream_scan.is_idle() && self.upstream_scanned == 0;
+        let written = self.unanswered.bytes - self.to_upstream.bytes();
+        let table = self.service.commands.get();
+        let sent = self.sent_requests();
+        let mut resend = Chunks::default();
+        let mut offset = 0;
+        let mut oldest = true;
+        let mut unknown = half_sent;
+        for request in self.state.unanswered().take(sent) {
+            let bytes = self.unanswered.take_front(request.len);
+            offset += request.len;
+            if request.internal {
+                continue;
+            }
+            let refused = oldest && matches!(loss, Loss::Refused(_));
+            oldest = false;
+            let may_have_run = offset <= written && !refused;
+            let rerun_ok = match request.kind {
+                Rerun::Queued => true,
+                Rerun::Never => false,
+                Rerun::ByCommand => match table.as_ref().map(|t| t.rerun(&bytes.contiguous())) {
+                    Some(ByTable::Harmless) => true,
+                    // A replica refused every write sent to it.
+                    Some(ByTable::Write) => matches!(loss, Loss::Refused(Refusal::Replica)),
+                    Some(ByTable::Unsafe) | None => false,
+                },
+            };
+            if may_have_run && !rerun_ok {
+                unknown = true;
+                break;
+            }
+            resend.append(bytes);
+        }
+        self.drop_upstream();
+        if unknown {
+            tracing::debug!(service = %self.service.name, master = %self.master, "upstream lost with a request of unknown outcome in flight: closing the client connection");
+            self.end = Some(End::UpstreamClosed);
+            return;
+        }
+        self.state.forget_internal();
+        resend.append(std::mem::take(&mut self.held));
+        self.held = resend;
+        self.held_requests = self.state.in_flight();
+        if self.held_requests > 0 {
+            self.hold.start(now);
+        }
+        let route_moved = self.service.route.borrow().master != self.master;
+        match loss {
+            Loss::Closed => {
+                self.hold.reason = format!("lost the connection to master {}", self.master);
+                self.hold.retry_in(now, Duration::ZERO);
+            }
+            Loss::Refused(refusal) => {
+                self.hold.reason = format!("{} refused a command ({refusal:?})", self.master);
+                self.service.recheck.request();
+                let delay = if route_moved {
+                    Duration::ZERO
+                } else {
+                    self.hold.backoff
+                };
+                self.hold.retry_in(now, delay);
+            }
+            Loss::NotMaster(reason) => {
+                self.hold.reason = reason;
+                self.service.recheck.request();
+                self.hold.failed_attempt(now, self.hold.reason.clone());
+                if route_moved {
+                    self.hold.retry_in(now, Duration::ZERO);
+                }
+            }
+        }
+    }
+
+    /// Forgets the upstream connection and everything in transit on it.
+    fn drop_upstream(&mut self) {
+        self.upstream = Upstream::Down;
+        self.to_upstream = Default::default();
+        self.unanswered = Chunks::default();
+        self.from_upstream = Default::default();
+        self.upstream_scanned = 0;
+        self.upstream_scan = Scanner::new(Direction::Reply, self.service.limits);
+        self.upstream_half_closed = false;
+        self.route_moved = false;
+    }
+}
+
+/// The scanner summary of an error reply the proxy makes up.
+fn error_info(error: &[u8]) -> FrameInfo {
+    let mut scanner = Scanner::new(Direction::Reply, Default::default());
+    // Our own error replies are always one whole frame.
+    let _ = scanner.scan(error);
+    *scanner.info()
+}

@@ -1,0 +1,204 @@
+//! Non-blocking socket I/O for sessions: readiness, reads, and the queues
+//! of bytes waiting to be written or answered.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::task::Poll;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Bytes asked of the kernel per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// Whether a readiness poll says "go" (an error is reported as such).
+pub(super) fn is_ready(poll: Poll<io::Result<()>>) -> io::Result<bool> {
+    match poll {
+        Poll::Ready(Ok(())) => Ok(true),
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => Ok(false),
+    }
+}
+
+/// One non-blocking read into `buf`, growing it first if needed.
+///
+/// A read that did not fill the buffer drained the socket, so readiness is
+/// cleared right away (as tokio's own `poll_read` does): otherwise the next
+/// loop would spend a `recvfrom` per request just to learn `EAGAIN`.
+pub(super) fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK.max(buf.len() / 2));
+    }
+    let room = buf.capacity() - buf.len();
+    let mut read = 0;
+    let result = stream.try_io(Interest::READABLE, || {
+        read = stream.try_read_buf(buf)?;
+        if read > 0 && read < room {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(read)
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
+        other => other,
+    }
+}
+
+/// Byte chunks in order, with their total size.
+#[derive(Default)]
+pub(super) struct Chunks {
+    chunks: VecDeque<Bytes>,
+    pub bytes: usize,
+}
+
+impl Chunks {
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.bytes += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.chunks.iter()
+    }
+
+    /// Drops the first `n` bytes.
+    pub fn consume(&mut self, mut n: usize) {
+        n = n.min(self.bytes);
+        self.bytes -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    /// Removes the first `n` bytes and returns them (in pieces, no copy).
+    pub fn take_front(&mut self, mut n: usize) -> Chunks {
+        let mut taken = Chunks::default();
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let piece = if front.len() <= n {
+                self.chunks.pop_front().unwrap_or_default()
+            } else {
+                front.split_to(n)
+            };
+            n -= piece.len();
+            self.bytes -= piece.len();
+            taken.push(piece);
+        }
+        taken
+    }
+
+    /// Appends all of `other`.
+    pub fn append(&mut self, other: Chunks) {
+        self.bytes += other.bytes;
+        self.chunks.extend(other.chunks);
+    }
+
+    /// The bytes in one piece (copied only when they are in several).
+    pub fn contiguous(&self) -> Bytes {
+        match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.front().cloned().unwrap_or_default(),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.bytes);
+                for chunk in &self.chunks {
+                    all.extend_from_slice(chunk);
+                }
+                all.freeze()
+            }
+        }
+    }
+}
+
+/// Bytes waiting to be written to one socket, in order.
+#[derive(Default)]
+pub(super) struct OutQueue {
+    pub queue: Chunks,
+}
+
+impl OutQueue {
+    pub fn push(&mut self, chunk: Bytes) {
+        self.queue.push(chunk);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.queue.bytes
+    }
+
+    /// Writes as much as the socket takes now, in as few syscalls as possible.
+    pub fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
+        while !self.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(self.queue.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            // One buffer (the usual case) goes out with send(2), which costs
+            // the kernel less than writev(2).
+            let result = match self.queue.iter().next() {
+                Some(only) if count == 1 => stream.try_write(only),
+                _ => stream.try_write_vectored(slices.get(..count).unwrap_or(&[])),
+            };
+            match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.queue.consume(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> Chunks {
+        let mut c = Chunks::default();
+        for p in parts {
+            c.push(Bytes::from_static(p));
+        }
+        c
+    }
+
+    #[test]
+    fn take_front_splits_across_chunks_without_losing_bytes() {
+        let mut c = chunks(&[b"abc", b"defg", b"h"]);
+        let front = c.take_front(5);
+        assert_eq!(&front.contiguous()[..], b"abcde");
+        assert_eq!(front.bytes, 5);
+        assert_eq!(&c.contiguous()[..], b"fgh");
+        assert_eq!(c.bytes, 3);
+        c.consume(2);
+        assert_eq!(&c.contiguous()[..], b"h");
+        let mut rest = c.take_front(10);
+        assert!(c.is_empty());
+        rest.append(chunks(&[b"ij"]));
+        assert_eq!(&rest.contiguous()[..], b"hij");
+    }
+}
