@@ -11,16 +11,6 @@ use support::*;
 
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 
-/// The elements of an array reply, as text.
-fn strings(frame: &OwnedFrame) -> Vec<String> {
-    match frame {
-        OwnedFrame::Array { data, .. } | OwnedFrame::Push { data, .. } => {
-            data.iter().map(text).collect()
-        }
-        other => panic!("not an array: {other:?}"),
-    }
-}
-
 /// The message of an error reply (panics on anything else).
 fn error_text(frame: &OwnedFrame) -> String {
     match frame {

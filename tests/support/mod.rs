@@ -329,6 +329,16 @@ pub fn encode(args: &[&str]) -> Vec<u8> {
 }
 
 /// A simple-string or bulk frame as text (panics on other kinds).
+/// The elements of an array reply, as text.
+pub fn strings(frame: &OwnedFrame) -> Vec<String> {
+    match frame {
+        OwnedFrame::Array { data, .. } | OwnedFrame::Push { data, .. } => {
+            data.iter().map(text).collect()
+        }
+        other => panic!("not an array: {other:?}"),
+    }
+}
+
 pub fn text(frame: &OwnedFrame) -> String {
     match frame {
         OwnedFrame::SimpleString { data, .. } | OwnedFrame::BlobString { data, .. } => {
