@@ -495,12 +495,11 @@ impl Session {
                             self.to_client.push(reply);
                             return;
                         }
-                        let bytes = match self.state.on_request(&encoded, scan.info()) {
-                            Recorded::SendInstead(bytes) => Bytes::from_static(bytes),
-                            _ => encoded.freeze(),
-                        };
-                        let waiting = usize::from(self.state.in_flight() > self.sent_requests());
-                        self.send(bytes, waiting);
+                        match self.state.on_request(&encoded, scan.info()) {
+                            Recorded::Waits => self.send(encoded.freeze(), 1),
+                            Recorded::NoReply => self.send(encoded.freeze(), 0),
+                            Recorded::SendInstead(bytes) => self.send(Bytes::from_static(bytes), 1),
+                        }
                     }
                     // An argument over the bulk limit, for example.
                     Err(e) => self.fail(&e),

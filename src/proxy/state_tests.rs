@@ -6,11 +6,11 @@ use crate::resp::request::encode_command;
 use crate::resp::{Direction, Limits, Progress, Scanner};
 
 /// Feeds one request (given as arguments) to the state.
-fn request(state: &mut SessionState, args: &[&str]) {
+fn request(state: &mut SessionState, args: &[&str]) -> Recorded {
     let frame = encode_command(args);
     let mut scanner = Scanner::new(Direction::Request, Limits::default());
     assert_eq!(scanner.scan(&frame), Ok(Progress::Frame(frame.len())));
-    state.on_request(&frame, scanner.info());
+    state.on_request(&frame, scanner.info())
 }
 
 /// Feeds reply bytes (one or more frames) and returns each frame's role.
@@ -524,4 +524,223 @@ fn resp3_exec_of_a_queued_subscribe_counts_the_trailing_confirmations() {
     assert_eq!(roles, vec![ReplyRole::Answer; 5]);
     assert_eq!(s.in_flight(), 0);
     assert_eq!(s.subscriptions(SubKind::Channel).len(), 2);
+}
+
+// ---------------------------------------------------------------- failover
+
+/// The commands in a handshake, as argument lists.
+fn commands(bytes: &[u8]) -> Vec<Vec<String>> {
+    let mut scanner = Scanner::new(Direction::Request, Limits::default());
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let Ok(Progress::Frame(n)) = scanner.scan(&bytes[at..]) else {
+            panic!("handshake is not whole frames");
+        };
+        out.push(
+            crate::resp::request::Args::new(&bytes[at..at + n])
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+        );
+        at += n;
+    }
+    out
+}
+
+#[test]
+fn a_fresh_connection_only_checks_the_role() {
+    let mut s = SessionState::default();
+    let handshake = s.handshake().unwrap();
+    assert_eq!(commands(&handshake), vec![vec!["ROLE"]]);
+    assert_eq!(s.in_flight(), 1);
+    assert!(!s.next_reply_is_clients());
+    assert_eq!(
+        replies(&mut s, b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n"),
+        vec![ReplyRole::RoleCheck]
+    );
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(s.take_released(), handshake.len());
+}
+
+#[test]
+fn the_handshake_restores_auth_name_db_and_subscriptions_before_client_requests() {
+    let mut s = SessionState::default();
+    for (args, reply) in [
+        (&["AUTH", "app", "secret"][..], &b"+OK\r\n"[..]),
+        (&["CLIENT", "SETNAME", "worker-1"], b"+OK\r\n"),
+        (&["SELECT", "5"], b"+OK\r\n"),
+        (
+            &["SUBSCRIBE", "news"],
+            b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+        ),
+        (
+            &["PSUBSCRIBE", "p*"],
+            b"*3\r\n$10\r\npsubscribe\r\n$2\r\np*\r\n:2\r\n",
+        ),
+    ] {
+        request(&mut s, args);
+        replies(&mut s, reply);
+    }
+    // A request of the client's still unanswered: it stays behind the handshake.
+    request(&mut s, &["PING"]);
+    let handshake = s.handshake().unwrap();
+    assert_eq!(
+        commands(&handshake),
+        vec![
+            vec!["AUTH", "app", "secret"],
+            vec!["ROLE"],
+            vec!["CLIENT", "SETNAME", "worker-1"],
+            vec!["SELECT", "5"],
+            vec!["SUBSCRIBE", "news"],
+            vec!["PSUBSCRIBE", "p*"],
+        ]
+    );
+    let roles = replies(
+        &mut s,
+        b"+OK\r\n*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n+OK\r\n+OK\r\n\
+          *3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n\
+          *3\r\n$10\r\npsubscribe\r\n$2\r\np*\r\n:2\r\n\
+          *3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n\
+          *2\r\n$4\r\npong\r\n$0\r\n\r\n",
+    );
+    use ReplyRole::*;
+    assert_eq!(
+        roles,
+        vec![
+            Replay, RoleCheck, Replay, Replay, Replay, Replay, OutOfBand, Answer
+        ]
+    );
+    assert_eq!((s.db, s.in_flight()), (5, 0));
+    assert!(s.subscriptions(SubKind::Channel).contains(&b"news"[..]));
+}
+
+#[test]
+fn resp3_connections_are_restored_with_hello_3_and_auth() {
+    let mut s = SessionState::default();
+    request(&mut s, &["HELLO", "3", "AUTH", "app", "secret"]);
+    replies(&mut s, b"%1\r\n+proto\r\n:3\r\n");
+    assert_eq!(
+        commands(&s.handshake().unwrap()),
+        vec![vec!["HELLO", "3", "AUTH", "app", "secret"], vec!["ROLE"]]
+    );
+}
+
+#[test]
+fn a_transaction_open_at_the_failover_fails_with_execabort_at_exec() {
+    let mut s = SessionState::default();
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SET", "k", "1"]);
+    replies(&mut s, b"+OK\r\n+QUEUED\r\n");
+    let handshake = s.handshake().unwrap();
+    assert_eq!(commands(&handshake), vec![vec!["ROLE"], vec!["MULTI"]]);
+    replies(&mut s, b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n+OK\r\n");
+    // Commands after the failover are queued on the new master; EXEC is
+    // sent as DISCARD and its reply replaced.
+    assert_eq!(request(&mut s, &["INCR", "n"]), Recorded::Waits);
+    assert_eq!(
+        request(&mut s, &["EXEC"]),
+        Recorded::SendInstead(b"*1\r\n$7\r\nDISCARD\r\n")
+    );
+    let roles = replies(&mut s, b"+QUEUED\r\n+OK\r\n");
+    let ReplyRole::Replace(reply) = &roles[1] else {
+        panic!("{roles:?}");
+    };
+    assert!(reply.starts_with(b"-EXECABORT "), "{reply:?}");
+    assert!(!s.in_multi);
+    // The next transaction is a normal one again.
+    request(&mut s, &["MULTI"]);
+    assert_eq!(request(&mut s, &["EXEC"]), Recorded::Waits);
+}
+
+#[test]
+fn a_watch_active_at_the_failover_makes_the_next_exec_null() {
+    for (protocol, null) in [(2, &b"*-1\r\n"[..]), (3, b"_\r\n")] {
+        let mut s = SessionState {
+            protocol,
+            ..SessionState::default()
+        };
+        request(&mut s, &["WATCH", "k"]);
+        replies(&mut s, b"+OK\r\n");
+        let handshake = commands(&s.handshake().unwrap());
+        assert_eq!(handshake.last(), Some(&vec!["ROLE".to_owned()]));
+        if protocol == 3 {
+            replies(&mut s, b"%1\r\n+proto\r\n:3\r\n");
+        }
+        replies(&mut s, b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
+        request(&mut s, &["MULTI"]);
+        request(&mut s, &["SET", "k", "1"]);
+        assert!(matches!(
+            request(&mut s, &["EXEC"]),
+            Recorded::SendInstead(_)
+        ));
+        let roles = replies(&mut s, b"+OK\r\n+QUEUED\r\n+OK\r\n");
+        assert_eq!(roles[2], ReplyRole::Replace(Bytes::from_static(null)));
+        assert!(!s.watching);
+    }
+}
+
+#[test]
+fn unwatch_before_the_next_transaction_lifts_the_null_exec() {
+    let mut s = SessionState::default();
+    request(&mut s, &["WATCH", "k"]);
+    replies(&mut s, b"+OK\r\n");
+    s.handshake().unwrap();
+    request(&mut s, &["UNWATCH"]);
+    request(&mut s, &["MULTI"]);
+    assert_eq!(request(&mut s, &["EXEC"]), Recorded::Waits);
+}
+
+#[test]
+fn tracking_and_replies_off_cannot_move() {
+    let mut s = SessionState::default();
+    request(&mut s, &["CLIENT", "TRACKING", "on"]);
+    replies(&mut s, b"+OK\r\n");
+    assert_eq!(s.handshake(), Err(Unmovable::Tracking));
+    let mut s = SessionState::default();
+    request(&mut s, &["CLIENT", "REPLY", "OFF"]);
+    assert_eq!(s.handshake(), Err(Unmovable::RepliesOff));
+}
+
+#[test]
+fn unanswered_requests_say_what_a_rerun_would_need() {
+    let mut s = SessionState::default();
+    s.handshake().unwrap();
+    request(&mut s, &["GET", "k"]);
+    request(&mut s, &["BLPOP", "q", "0"]);
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SET", "k", "v"]);
+    request(&mut s, &["EXEC"]);
+    let kinds: Vec<(bool, Rerun)> = s.unanswered().map(|u| (u.internal, u.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (true, Rerun::ByCommand),
+            (false, Rerun::ByCommand),
+            (false, Rerun::Never),
+            (false, Rerun::ByCommand),
+            (false, Rerun::Queued),
+            (false, Rerun::Never),
+        ]
+    );
+    let lens: Vec<usize> = s.unanswered().map(|u| u.len).collect();
+    assert_eq!(lens[1], encode_command(&["GET", "k"]).len());
+    s.forget_internal();
+    assert_eq!(s.in_flight(), 5);
+    assert!(s.oldest_is_resendable());
+}
+
+#[test]
+fn requests_without_replies_are_released_with_the_one_before() {
+    let mut s = SessionState::default();
+    request(&mut s, &["PING"]);
+    assert_eq!(
+        request(&mut s, &["CLIENT", "REPLY", "SKIP"]),
+        Recorded::NoReply
+    );
+    assert_eq!(request(&mut s, &["SET", "k", "v"]), Recorded::NoReply);
+    replies(&mut s, b"+PONG\r\n");
+    let all = encode_command(&["PING"]).len()
+        + encode_command(&["CLIENT", "REPLY", "SKIP"]).len()
+        + encode_command(&["SET", "k", "v"]).len();
+    assert_eq!(s.take_released(), all);
 }

@@ -332,6 +332,8 @@ impl Session {
     /// request's outcome is unknown.
     pub(super) fn lose_upstream(&mut self, loss: Loss) {
         let now = Instant::now();
+        let released = self.state.take_released();
+        self.unanswered.consume(released);
         if self.state.quit_sent() {
             self.end = Some(End::UpstreamClosed);
             self.drop_upstream();
