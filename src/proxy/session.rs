@@ -244,12 +244,13 @@ impl Session {
         ));
         let mut hold_timer = pin!(sleep_until(Instant::now()));
         loop {
-            if self.hold.attempt_due(&self.upstream) {
-                self.attempt().await;
-            }
             self.after_io()?;
             if let Some(end) = self.finished() {
                 return Ok(end);
+            }
+            if self.hold.attempt_due(&self.upstream) {
+                self.attempt().await;
+                continue;
             }
             if let Some(deadline) = self.hold.rearm() {
                 hold_timer.as_mut().reset(deadline);
@@ -404,9 +405,11 @@ impl Session {
                     self.client_scanned = end;
                     if info.kind == b'*' && info.len > 0 {
                         if let Some(reply) = self.hold.failing_reply(&self.service.name) {
-                            self.to_client.push(reply);
-                            self.from_client.advance_to(end);
+                            self.submit(complete, waiting);
+                            self.from_client.advance_to(end - complete);
                             self.client_scanned = 0;
+                            (complete, waiting) = (0, 0);
+                            self.to_client.push(reply);
                             continue;
                         }
                         let frame = self.from_client.get(complete..end).unwrap_or(&[]);
@@ -684,7 +687,11 @@ impl Session {
             Some(End::ProtocolError)
         } else if let Some(end) = self.end {
             Some(end)
-        } else if self.client_eof && self.state.in_flight() == 0 {
+        } else if self.client_eof
+            && self.state.in_flight() == 0
+            && self.to_upstream.is_empty()
+            && self.held.is_empty()
+        {
             Some(End::ClientClosed)
         } else if self.draining && self.is_quiet() {
             Some(End::Shutdown)
