@@ -11,6 +11,7 @@
 mod support;
 
 use redis_protocol::resp3::types::OwnedFrame;
+use support::raw::{show, value_end};
 use support::*;
 
 // ---------------------------------------------------------------------------
@@ -68,10 +69,6 @@ fn same_as_direct(scenario: impl Fn(&Target) -> Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     proxied
 }
 
-fn show(bytes: &[u8]) -> String {
-    bytes.escape_ascii().to_string()
-}
-
 fn show_all(frames: &[Vec<u8>]) -> Vec<String> {
     frames.iter().map(|f| show(f)).collect()
 }
@@ -107,51 +104,6 @@ fn enc(args: &[&[u8]]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out
-}
-
-/// The length of the complete RESP2/RESP3 value starting at `at`, or `None`
-/// while it is incomplete. (The harness decoder rejects RESP2 nulls such as
-/// `$-1` and `*-1`, so raw frames are delimited here.)
-fn value_end(buf: &[u8], at: usize) -> Option<usize> {
-    let eol = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
-    let kind = *buf.get(at)?;
-    let body = std::str::from_utf8(&buf[at + 1..eol]).expect("ASCII header");
-    let next = eol + 2;
-    let count = || -> usize {
-        body.parse()
-            .unwrap_or_else(|_| panic!("bad length in {}", show(&buf[at..next])))
-    };
-    match kind {
-        b'+' | b'-' | b':' | b',' | b'#' | b'(' | b'_' => Some(next),
-        b'$' | b'!' | b'=' if body == "-1" => Some(next),
-        b'$' | b'!' | b'=' => {
-            let end = next + count() + 2;
-            (buf.len() >= end).then_some(end)
-        }
-        b'*' | b'~' | b'>' | b'%' | b'|' if body == "-1" => Some(next),
-        b'*' | b'~' | b'>' | b'%' | b'|' => {
-            let n = if matches!(kind, b'%' | b'|') {
-                2 * count()
-            } else {
-                count()
-            };
-            let mut end = next;
-            for _ in 0..n {
-                end = value_end(buf, end)?;
-            }
-            // An attribute annotates the value that follows it.
-            if kind == b'|' {
-                value_end(buf, end)
-            } else {
-                Some(end)
-            }
-        }
-        other => panic!(
-            "unexpected RESP type byte {:?} in {}",
-            other as char,
-            show(buf)
-        ),
-    }
 }
 
 /// Reads exactly one reply frame and returns its raw bytes.

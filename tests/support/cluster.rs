@@ -58,6 +58,34 @@ impl Drop for TempDir {
     }
 }
 
+/// Bytes that arrived on the TCP connection between `server` (local side)
+/// and `peer` but were not read yet by the process at `server` (the
+/// `rx_queue` column of `/proc/net/tcp`, IPv4 only). For a SIGSTOPped
+/// server, a non-zero count says a request reached it and waits there.
+/// `None` if no such connection exists.
+pub fn unread_bytes(server: SocketAddr, peer: SocketAddr) -> Option<u64> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("unread_bytes: IPv4 only, got {a}"),
+    };
+    let (local, remote) = (hex(server), hex(peer));
+    read_lossy(Path::new("/proc/net/tcp"))
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+                return None;
+            }
+            let (_tx, rx) = fields.get(4)?.split_once(':')?;
+            u64::from_str_radix(rx, 16).ok()
+        })
+}
+
 /// Sends `signal` to `pid` (SIGSTOP, SIGCONT, ...).
 pub fn signal(pid: u32, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
@@ -160,6 +188,22 @@ impl Node {
 
     pub fn cont(&self) {
         signal(self.pid(), libc::SIGCONT);
+    }
+
+    /// Kills the server and starts a fresh one (empty dataset, a master)
+    /// on the same port and in the same directory.
+    pub fn restart(&mut self) {
+        self.redis.kill();
+        let port = self.addr().port();
+        let dir_arg = self.dir.path.to_string_lossy().into_owned();
+        self.redis = poll(
+            &format!("redis-server to start again on port {port}"),
+            PATIENCE,
+            || {
+                Redis::start_on_with(port, &["--dir", &dir_arg])
+                    .ok_or_else(|| "it exited (port still taken?) or did not answer".to_owned())
+            },
+        );
     }
 }
 
@@ -304,6 +348,8 @@ pub struct VoterSpec {
     pub quorum: u32,
     pub down_after: String,
     pub failover_timeout: String,
+    /// Extra `key = value` lines for the service section.
+    pub service_extra: Vec<String>,
 }
 
 impl VoterSpec {
@@ -318,7 +364,15 @@ impl VoterSpec {
             quorum,
             down_after: down_after.into(),
             failover_timeout: failover_timeout.into(),
+            service_extra: Vec::new(),
         }
+    }
+
+    /// Adds a `key = value` line to the service section, e.g.
+    /// `hold_timeout = "1s"`.
+    pub fn with(mut self, line: &str) -> VoterSpec {
+        self.service_extra.push(line.to_owned());
+        self
     }
 }
 
@@ -363,6 +417,7 @@ master = "{master}"
 quorum = {quorum}
 down_after = "{down_after}"
 failover_timeout = "{failover_timeout}"
+{extra}
 "#,
                 state = dir.join("sentinel-proxy.state").display(),
                 admin = free_port(),
@@ -370,6 +425,7 @@ failover_timeout = "{failover_timeout}"
                 quorum = spec.quorum,
                 down_after = spec.down_after,
                 failover_timeout = spec.failover_timeout,
+                extra = spec.service_extra.join("\n"),
             );
             std::fs::write(dir.join("config.toml"), text).expect("write config.toml");
             if let Some(child) = spawn_voter(&dir.path, sentinel_addr, data_addr) {
@@ -660,6 +716,19 @@ pub fn wait_discovered(members: &[SocketAddr], replicas: usize) {
             Ok(())
         },
     );
+}
+
+/// `n` voter proxies started from `spec`, returned once every one knows
+/// `replicas` replicas and all the others (see [`wait_discovered`]).
+pub fn start_voters(spec: &VoterSpec, n: usize, replicas: usize) -> Vec<VoterProxy> {
+    let voters: Vec<VoterProxy> = (0..n).map(|_| VoterProxy::start(spec)).collect();
+    wait_discovered(&sentinel_addrs(&voters), replicas);
+    voters
+}
+
+/// The Sentinel ports of `voters`.
+pub fn sentinel_addrs(voters: &[VoterProxy]) -> Vec<SocketAddr> {
+    voters.iter().map(|v| v.sentinel_addr).collect()
 }
 
 /// Waits until exactly one of `candidates` is a master and every member

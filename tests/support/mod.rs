@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod raw;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -74,8 +75,14 @@ impl Redis {
     /// Starts redis-server on `port`; `None` if it cannot (the port was
     /// taken meanwhile).
     pub fn start_on(port: u16) -> Option<Redis> {
+        Redis::start_on_with(port, &[])
+    }
+
+    /// Starts redis-server on `port` with extra arguments; `None` if it
+    /// cannot (the port was taken meanwhile).
+    pub fn start_on_with(port: u16, extra: &[&str]) -> Option<Redis> {
         require("redis-server");
-        Redis::spawn(port, &[])
+        Redis::spawn(port, extra)
     }
 
     fn spawn(port: u16, extra: &[&str]) -> Option<Redis> {
