@@ -404,14 +404,6 @@ impl Session {
                     let info = *self.client_scan.info();
                     self.client_scanned = end;
                     if info.kind == b'*' && info.len > 0 {
-                        if let Some(reply) = self.hold.failing_reply(&self.service.name) {
-                            self.submit(complete, waiting);
-                            self.from_client.advance_to(end - complete);
-                            self.client_scanned = 0;
-                            (complete, waiting) = (0, 0);
-                            self.to_client.push(reply);
-                            continue;
-                        }
                         let frame = self.from_client.get(complete..end).unwrap_or(&[]);
                         match self.state.on_request(frame, &info) {
                             Recorded::Waits => waiting += 1,
@@ -481,7 +473,7 @@ impl Session {
             _ => {
                 self.held.push(requests);
                 self.held_requests += waiting;
-                self.hold.start(Instant::now());
+                self.hold.arrived(Instant::now(), waiting);
             }
         }
     }
@@ -493,17 +485,11 @@ impl Session {
                 let encoded = encode_command(&args);
                 let mut scan = Scanner::new(Direction::Request, self.service.limits);
                 match scan.scan(&encoded) {
-                    Ok(_) => {
-                        if let Some(reply) = self.hold.failing_reply(&self.service.name) {
-                            self.to_client.push(reply);
-                            return;
-                        }
-                        match self.state.on_request(&encoded, scan.info()) {
-                            Recorded::Waits => self.send(encoded.freeze(), 1),
-                            Recorded::NoReply => self.send(encoded.freeze(), 0),
-                            Recorded::SendInstead(bytes) => self.send(Bytes::from_static(bytes), 1),
-                        }
-                    }
+                    Ok(_) => match self.state.on_request(&encoded, scan.info()) {
+                        Recorded::Waits => self.send(encoded.freeze(), 1),
+                        Recorded::NoReply => self.send(encoded.freeze(), 0),
+                        Recorded::SendInstead(bytes) => self.send(Bytes::from_static(bytes), 1),
+                    },
                     // An argument over the bulk limit, for example.
                     Err(e) => self.fail(&e),
                 }

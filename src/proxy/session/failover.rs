@@ -21,9 +21,9 @@
 //! switchover), new requests are held and the session moves as soon as
 //! nothing of the client's is in flight.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::io::Chunks;
@@ -75,10 +75,8 @@ impl Refusal {
 /// The session's wait for a verified master.
 pub(super) struct Hold {
     timeout: Duration,
-    /// When requests began waiting for a verified master.
-    since: Option<Instant>,
-    /// The wait ran out: requests are answered with an error at once.
-    failing: bool,
+    /// When the held requests arrived: (time, how many), oldest first.
+    arrivals: VecDeque<(Instant, usize)>,
     /// Why there is no master, for error replies and logs.
     reason: String,
     /// When to try connecting again (only while there is no upstream).
@@ -91,12 +89,11 @@ pub(super) struct Hold {
 }
 
 impl Hold {
-    /// A new session: connect now; its first requests wait.
+    /// A new session: connect now.
     pub(super) fn new(now: Instant, timeout: Duration) -> Hold {
         Hold {
             timeout,
-            since: None,
-            failing: false,
+            arrivals: VecDeque::new(),
             reason: String::new(),
             next_attempt: Some(now),
             backoff: MIN_BACKOFF,
@@ -105,10 +102,10 @@ impl Hold {
         }
     }
 
-    /// Requests are being held from `now` on (if not already).
-    pub(super) fn start(&mut self, now: Instant) {
-        if self.since.is_none() {
-            self.since = Some(now);
+    /// `requests` more requests are held from `now` on.
+    pub(super) fn arrived(&mut self, now: Instant, requests: usize) {
+        if requests > 0 {
+            self.arrivals.push_back((now, requests));
         }
     }
 
@@ -119,10 +116,7 @@ impl Hold {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        let expiry = self
-            .since
-            .filter(|_| !self.failing)
-            .map(|s| s + self.timeout);
+        let expiry = self.arrivals.front().map(|(at, _)| *at + self.timeout);
         match (expiry, self.next_attempt) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -141,16 +135,6 @@ impl Hold {
 
     pub(super) fn timer_armed(&self) -> bool {
         self.armed_at.is_some()
-    }
-
-    /// The error reply for a request while the hold has run out.
-    pub(super) fn failing_reply(&self, service: &str) -> Option<Bytes> {
-        self.failing.then(|| {
-            reply::error(&format!(
-                "ERR sentinel-proxy: service '{service}': no master available: {}",
-                self.reason
-            ))
-        })
     }
 
     /// A client request got a real answer: refusals start counting afresh.
@@ -175,9 +159,21 @@ impl Hold {
     }
 
     fn verified(&mut self) {
-        self.since = None;
-        self.failing = false;
+        self.arrivals.clear();
         self.backoff = MIN_BACKOFF;
+    }
+
+    /// How many of the oldest held requests have waited `timeout`.
+    fn expire(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        while let Some(&(at, requests)) = self.arrivals.front() {
+            if now < at + self.timeout {
+                break;
+            }
+            expired += requests;
+            self.arrivals.pop_front();
+        }
+        expired
     }
 }
 
@@ -198,8 +194,6 @@ impl Session {
                         stream,
                         verified: false,
                     };
-                    // Requests wait for the ROLE check, not for the error.
-                    self.hold.failing = false;
                 }
                 Err(e) => {
                     tracing::info!(service = %service.name, error = %e, "closing a client connection that cannot move to the new master");
@@ -272,59 +266,60 @@ impl Session {
             self.drop_upstream();
             self.state.forget_internal();
             self.hold.next_attempt = Some(Instant::now());
-            if !self.held.is_empty() {
-                self.hold.start(Instant::now());
-            }
         }
     }
 
-    /// The hold timer fired: maybe the wait for a master ran out.
+    /// The hold timer fired: maybe the oldest held requests waited too long.
     pub(super) fn on_hold_timer(&mut self) {
         self.hold.armed_at = None;
         let now = Instant::now();
-        let Some(since) = self.hold.since else {
-            return;
-        };
-        if self.hold.failing || now < since + self.hold.timeout {
+        let expired = self.hold.expire(now);
+        if expired == 0 {
             return;
         }
-        if let Upstream::Connected { verified: true, .. } = self.upstream {
+        match self.upstream {
             // Held behind requests still in flight on the old master: they
             // move with the session once those are answered.
-            self.hold.since = None;
-            return;
+            Upstream::Connected { verified: true, .. } => {
+                self.hold.arrivals.clear();
+                return;
+            }
+            Upstream::Connected { .. } => {
+                self.hold.reason = format!("{} did not answer ROLE", self.master);
+                self.drop_upstream();
+                self.state.forget_internal();
+                self.hold.retry_in(now, self.hold.backoff);
+            }
+            Upstream::Down => {}
         }
-        if let Upstream::Connected { .. } = self.upstream {
-            self.hold.reason = format!("{} did not answer ROLE", self.master);
-            self.drop_upstream();
-            self.state.forget_internal();
-            self.hold.retry_in(now, self.hold.backoff);
-        }
-        self.fail_held();
+        self.fail_held(expired);
     }
 
-    /// Answers every held request with an error naming the service, as if
-    /// Redis had refused it, and answers new ones at once from now on.
-    fn fail_held(&mut self) {
+    /// Answers the `count` oldest held requests with an error naming the
+    /// service, as if Redis had refused them.
+    fn fail_held(&mut self, count: usize) {
         let service = &self.service.name;
         let timeout = self.hold.timeout;
-        tracing::info!(service = %service, reason = %self.hold.reason, requests = self.held_requests, "no master verified in time: failing held requests");
+        tracing::info!(service = %service, reason = %self.hold.reason, requests = count, "no master verified in time: failing held requests");
         let error = reply::error(&format!(
             "ERR sentinel-proxy: service '{service}': no master verified within {timeout:?}: {}",
             self.hold.reason
         ));
         let info = error_info(&error);
-        while self.state.in_flight() > 0 {
+        let bytes: usize = self.state.unanswered().take(count).map(|r| r.len).sum();
+        for _ in 0..count.min(self.state.in_flight()) {
             match self.state.on_reply(&info) {
                 ReplyRole::Replace(reply) => self.to_client.push(reply),
                 _ => self.to_client.push(error.clone()),
             }
         }
         let _ = self.state.take_released();
-        self.held = Chunks::default();
-        self.held_requests = 0;
-        self.hold.since = None;
-        self.hold.failing = true;
+        let _ = self.held.take_front(bytes);
+        if self.state.in_flight() == 0 {
+            // Requests that wait for no reply go too.
+            self.held = Chunks::default();
+        }
+        self.held_requests = self.state.in_flight();
     }
 
     /// Gives up the upstream connection: re-sends what may be re-sent to
@@ -382,9 +377,11 @@ impl Session {
         self.state.forget_internal();
         resend.append(std::mem::take(&mut self.held));
         self.held = resend;
+        let resent = self.state.in_flight() - self.held_requests;
         self.held_requests = self.state.in_flight();
-        if self.held_requests > 0 {
-            self.hold.start(now);
+        // Re-sent requests count as arriving now, ahead of the held ones.
+        if resent > 0 {
+            self.hold.arrivals.push_front((now, resent));
         }
         let route_moved = self.service.route.borrow().master != self.master;
         match loss {
