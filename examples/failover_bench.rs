@@ -1,32 +1,50 @@
-//! Failover as a client sees it: sentinel-proxy voters vs real Redis Sentinels
-//! with a sentinel-aware client, master killed with `kill -9`.
+//! Failover as clients see it: sentinel-proxy voters vs three real Redis Sentinels with
+//! sentinel-aware clients, for a `kill -9` of the master and for a planned switchover
+//! (`SENTINEL FAILOVER`), with many client connections writing at once.
 //!
 //! Run (one command, from the repository root):
 //!
 //! ```text
 //! cargo run --release --example failover_bench
-//! cargo run --release --example failover_bench -- --rounds 5 --down-after-ms 1000
+//! cargo run --release --example failover_bench -- --scenario planned --rounds 5 --connections 50
 //! ```
+//!
+//! The default run (both scenarios, both systems, 3 rounds each, 20 connections) takes
+//! about 90 seconds on two cores after the build; a round that never settles takes up to
+//! `--give-up-s` longer.
+//! The report (Markdown) goes to stdout, progress to stderr.
 //!
 //! Flags (all optional):
 //!
-//! * `--rounds N` (default 3): rounds per system, interleaved (proxies, Sentinels,
-//!   Sentinels, proxies, ...); figures are medians with min-max.
+//! * `--scenario kill|planned|both` (default `both`): which failover to trigger.
+//! * `--connections N` (default 20): writer connections, each on its own thread, each
+//!   writing its own keys.
+//! * `--rounds N` (default 3): rounds per scenario and system. Rounds are interleaved
+//!   (round 1: proxies then Sentinels, round 2: Sentinels then proxies, ...; within a
+//!   round, kill then planned); figures are medians with min-max over the rounds.
+//! * `--pause-ms MS` (default 1): each connection's pause after an acknowledged write.
+//! * `--retry-ms MS` (default 10): each connection's pause after a failed attempt (error
+//!   reply, failed connect, Sentinel not answering) before it retries. Error counts of
+//!   clients that retry through an outage scale with this rate (1000 / MS per second
+//!   per connection), so compare errors within one run.
+//! * `--timeout-ms MS` (default 10000): how long a writer waits for a reply before it
+//!   gives up on its connection (counted as a dropped connection, kind `timeout`).
+//!   Longer than the proxies' `hold_timeout` (5 s), so held writes are not cut short.
 //! * `--down-after-ms MS` (default 1000): `down_after` / `down-after-milliseconds`.
 //! * `--failover-timeout-ms MS` (default 10000): `failover_timeout` / `failover-timeout`.
-//! * `--before-ms MS` (default 1000): how long the writer runs before the kill.
-//! * `--after-ms MS` (default 1000): how long it keeps writing after its first write
-//!   acknowledged by the new master.
-//! * `--give-up-s S` (default 30): a round with no write on a new master this long after
-//!   the kill is reported as failed.
-//! * `--build`: rebuild `target/release/sentinel-proxy` even if it looks current
-//!   (it is built when missing or older than a file under `src/`; if that build fails
-//!   and a binary exists, the existing one is used, with a warning).
+//! * `--before-ms MS` (default 1000): how long the writers run before the trigger.
+//! * `--after-ms MS` (default 1000): how long they keep writing once the switch has
+//!   settled (see step 5).
+//! * `--give-up-s S` (default 30): a round that has not settled this long after the
+//!   trigger is stopped and reported as failed (`ok` = NO).
+//! * `--build`: rebuild the release `sentinel-proxy` even if it looks current (it is
+//!   built when missing or older than a file under `src/`; if that build fails and a
+//!   binary exists, the existing one is used, with a warning).
 //! * `--bin PATH`: use this sentinel-proxy binary instead (no build).
 //! * `--keep`: keep the temporary directory (configurations and logs) and print its path.
 //!
-//! One round of one system, all on 127.0.0.1 and on free ports, in a fresh temporary
-//! directory:
+//! One round of one scenario and one system, all on 127.0.0.1 and on free ports, in a
+//! fresh temporary directory:
 //!
 //! 1. a redis-server master and two replicas (`--replicaof`), no persistence; waits until
 //!    both replicas report `master_link_status:up`;
@@ -35,28 +53,62 @@
 //!    JSON at `RUST_LOG=info`) or three `redis-server sentinel.conf --sentinel` with the same
 //!    settings; waits until each answers `SENTINEL master mymaster` with `num-slaves` 2 and
 //!    `num-other-sentinels` 2;
-//! 3. one writer thread doing `SET key:<n> <n>`, a distinct key about every 1 ms:
-//!    * proxies: connects to proxy 1's data port; on any error reply, I/O error or closed
-//!      connection it reconnects to the same port and retries the same key;
-//!    * Sentinels (like redis-py's Sentinel client): asks the Sentinels in order
-//!      `SENTINEL get-master-addr-by-name mymaster`, connects there; on an error, a closed
-//!      connection or a `-READONLY` reply it asks again, reconnects and retries the key.
+//! 3. `--connections` writers; writer `i` does `SET w<i>:<n> <n>` for n = 0, 1, 2, ...,
+//!    one request at a time, pausing `--pause-ms` after each acknowledgement; a failed
+//!    write is retried with the same key;
+//!    * proxies: writer `i` connects to the data port of proxy `i % 3 + 1`. It keeps its
+//!      connection on an error reply (like any plain Redis client) and reconnects to the
+//!      same proxy only when the connection ends (EOF, reset, timeout). To know which
+//!      instance acknowledged a write, it asks `CONFIG GET port` on the same connection
+//!      after its first acknowledged write, then at most every 100 ms, and once more when
+//!      it stops; the writes between two probes that name the same instance are
+//!      attributed to it, the others stay unattributed (notably the last ones before a
+//!      connection ends). Only the attribution columns and the settle test of step 5
+//!      depend on this, never errors, drops, gaps or lost writes;
+//!    * Sentinels (like redis-py's `Sentinel.master_for`): writer `i` keeps a connection to
+//!      each Sentinel, asks them in order `SENTINEL get-master-addr-by-name mymaster` and
+//!      connects there; it asks again and reconnects when its connection ends, when a
+//!      connect fails, and on a `-READONLY` reply (redis-py turns that into a
+//!      `ConnectionError` and disconnects); other error replies keep the connection;
+//! 4. the trigger: `kill -9` of the master by pid (kill scenario), or
+//!    `SENTINEL FAILOVER mymaster` on voter 1's Sentinel port (planned scenario; retried
+//!    for up to 5 s while it is refused);
+//! 5. settling: polls every 50 ms until every voter answers `get-master-addr-by-name` with
+//!    the same new master and every writer's latest attributed write was acknowledged by
+//!    it; then the writers go on for `--after-ms` and stop;
+//! 6. checks: the final master is the one the voters name, confirmed by `ROLE`; waits until
+//!    its `DBSIZE` stops changing (three equal readings 100 ms apart, at most 5 s), then
+//!    reads every acknowledged key back with `MGET` and counts the missing or different
+//!    ones; extracts the Sentinel events (`+sdown`, `+odown`, `+try-failover`,
+//!    `+elected-leader`, `+selected-slave`, `+promoted-slave`, `+switch-master`,
+//!    `+convert-to-slave`, and the proxies' `route changed`) from the voters' logs,
+//!    relative to the trigger.
 //!
-//!    After the first acknowledged write on every new connection it asks `CONFIG GET port`
-//!    on the same connection (through a proxy that reaches the same upstream), so every
-//!    acknowledged write is attributed to the instance that acknowledged it;
-//! 4. `kill -9` of the master by pid; the writer keeps going until a write is acknowledged
-//!    by another instance, then for `--after-ms` more;
-//! 5. checks which instance is master (`ROLE` on the survivors, and every voter's
-//!    `get-master-addr-by-name`), reads every acknowledged key back from it (`MGET`) and
-//!    counts the missing ones; extracts the Sentinel events (`+sdown`, `+odown`,
-//!    `+elected-leader`, `+promoted-slave`, `+switch-master`, and the proxies'
-//!    `route changed`) from the voters' logs, relative to the kill.
+//! Reported per scenario and system (medians with min-max over the rounds):
 //!
-//! Reported per system (stdout, Markdown; progress on stderr): the longest gap between two
-//! acknowledged writes, kill -> first acknowledged write (by anyone, and by the new
-//! master), client-visible errors, reconnects (connection attempts after the first one),
-//! acknowledged writes missing on the final master, and a timeline of the failover.
+//! * longest gap without an acknowledged write: the longest interval between two
+//!   consecutive acknowledgements, merged over all connections (a round that never
+//!   settles counts up to the moment it was stopped);
+//! * longest stall of one connection: the same, per connection, the worst one;
+//! * trigger -> first write acknowledged by the new master;
+//! * errors: client-visible failed attempts that were not a dropped connection: error
+//!   replies (`-READONLY`, `-ERR ...`), failed connects, no Sentinel answering;
+//! * dropped connections: connections that ended under a writer (EOF, reset, timeout),
+//!   each followed by a reconnect;
+//! * lost: acknowledged writes missing on the final master;
+//! * targets (from the issue; checked per round, "pass" only if every round meets it,
+//!   and a round that did not settle meets none):
+//!   * kill -9: gap <= `down_after` + 0.5 s (1.5 s at the default 1 s); errors and drops
+//!     only for writes that were in flight when the master died (every failed attempt was
+//!     sent before the kill completed); 0 lost;
+//!   * planned: gap <= 250 ms; 0 errors; 0 dropped connections; 0 lost.
+//!
+//! Also reported: a timeline of the failover (events from the voters' logs and the polls
+//! above, ms after the trigger), a table per round (including `-READONLY` replies,
+//! timeouts, reconnects, attempts in flight at the trigger, acknowledged writes, when the
+//! lost writes were acknowledged, writes attributed to the old master after the trigger
+//! (a lower bound through proxies: see the unattributed column), unattributed writes
+//! after the trigger), and each kind of error with a sample of its text.
 //!
 //! Every child is killed by pid when the driver ends, also on panic (Drop guards), and
 //! gets SIGKILL from the kernel if the driver itself dies (PR_SET_PDEATHSIG).
@@ -84,17 +136,48 @@ fn answers(port: u16) -> bool {
 
 /// How long voters may take to discover both replicas and both peers.
 const DISCOVERY: Duration = Duration::from_secs(30);
-/// Pause after a failed write attempt, and the write period.
-const PACE: Duration = Duration::from_millis(1);
-/// Socket timeouts of the writer (a hung request counts as an error).
+/// Socket timeouts of the driver's own queries (setup, checks).
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// A writer asks which instance is behind its proxy connection at most this often.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// How often the driver polls the voters and the writers while the switch settles.
+const POLL: Duration = Duration::from_millis(50);
+/// How long `SENTINEL FAILOVER` is retried while it is refused.
+const TRIGGER_RETRY: Duration = Duration::from_secs(5);
 const MASTER_NAME: &str = "mymaster";
 
 // ---------------------------------------------------------------- options
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scenario {
+    Kill,
+    Planned,
+}
+
+impl Scenario {
+    fn short(self) -> &'static str {
+        match self {
+            Scenario::Kill => "kill",
+            Scenario::Planned => "planned",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Scenario::Kill => "kill -9 of the master",
+            Scenario::Planned => "planned switchover (`SENTINEL FAILOVER mymaster` on voter 1)",
+        }
+    }
+}
+
 struct Options {
+    scenarios: Vec<Scenario>,
+    connections: usize,
     rounds: usize,
+    pause_ms: u64,
+    retry_ms: u64,
+    timeout_ms: u64,
     down_after_ms: u64,
     failover_timeout_ms: u64,
     before_ms: u64,
@@ -108,7 +191,12 @@ struct Options {
 impl Options {
     fn parse() -> Options {
         let mut o = Options {
+            scenarios: vec![Scenario::Kill, Scenario::Planned],
+            connections: 20,
             rounds: 3,
+            pause_ms: 1,
+            retry_ms: 10,
+            timeout_ms: 10_000,
             down_after_ms: 1000,
             failover_timeout_ms: 10_000,
             before_ms: 1000,
@@ -123,9 +211,12 @@ impl Options {
             match flag.as_str() {
                 "--help" | "-h" => {
                     eprintln!(
-                        "usage: cargo run --release --example failover_bench -- [--rounds N] \
+                        "usage: cargo run --release --example failover_bench -- \
+                         [--scenario kill|planned|both] [--connections N] [--rounds N] \
+                         [--pause-ms MS] [--retry-ms MS] [--timeout-ms MS] \
                          [--down-after-ms MS] [--failover-timeout-ms MS] [--before-ms MS] \
-                         [--after-ms MS] [--give-up-s S] [--build] [--bin PATH] [--keep]"
+                         [--after-ms MS] [--give-up-s S] [--build] [--bin PATH] [--keep]\n\
+                         (see the doc comment of examples/failover_bench.rs)"
                     );
                     std::process::exit(0);
                 }
@@ -147,7 +238,21 @@ impl Options {
                     .unwrap_or_else(|_| die(&format!("{flag}: not a number: {v}")))
             };
             match flag.as_str() {
+                "--scenario" => {
+                    o.scenarios = match value.as_str() {
+                        "kill" => vec![Scenario::Kill],
+                        "planned" => vec![Scenario::Planned],
+                        "both" => vec![Scenario::Kill, Scenario::Planned],
+                        other => die(&format!(
+                            "--scenario: expected kill, planned or both, not {other}"
+                        )),
+                    }
+                }
+                "--connections" => o.connections = number(&value).max(1) as usize,
                 "--rounds" => o.rounds = number(&value).max(1) as usize,
+                "--pause-ms" => o.pause_ms = number(&value),
+                "--retry-ms" => o.retry_ms = number(&value),
+                "--timeout-ms" => o.timeout_ms = number(&value).max(1),
                 "--down-after-ms" => o.down_after_ms = number(&value).max(1),
                 "--failover-timeout-ms" => o.failover_timeout_ms = number(&value).max(1),
                 "--before-ms" => o.before_ms = number(&value),
@@ -169,8 +274,6 @@ fn die(message: &str) -> ! {
 macro_rules! progress {
     ($($arg:tt)*) => { eprintln!("failover_bench: {}", format_args!($($arg)*)) };
 }
-
-// ---------------------------------------------------------------- processes
 
 // ---------------------------------------------------------------- a small RESP client
 
@@ -345,8 +448,8 @@ enum System {
 impl System {
     fn label(self) -> &'static str {
         match self {
-            System::Proxy => "sentinel-proxy voters, client through proxy 1",
-            System::Sentinel => "Redis Sentinel + sentinel-aware client (redis-py style)",
+            System::Proxy => "sentinel-proxy voters (writers spread over the 3 proxies)",
+            System::Sentinel => "3 Redis Sentinels + sentinel-aware clients (redis-py style)",
         }
     }
 
@@ -484,170 +587,337 @@ fn master_addr_by_name(sentinel_port: u16) -> Option<u16> {
     }
 }
 
-// ---------------------------------------------------------------- the writer
+// ---------------------------------------------------------------- the writers
 
+/// An acknowledged write.
 #[derive(Clone, Copy)]
 struct Ack {
     n: u64,
+    sent: Instant,
     at: Instant,
-    /// Port of the instance that acknowledged it (0 = unknown).
+    /// Port of the instance that acknowledged it (0 = not attributed).
     port: u16,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Failure {
+    /// An error reply, a failed connect, or no Sentinel answering.
+    Error,
+    /// The connection ended under the writer (EOF, reset, timeout).
+    Drop,
+}
+
+/// A failed attempt.
+#[derive(Clone, Copy)]
+struct Failed {
+    sent: Instant,
+    at: Instant,
+    what: Failure,
 }
 
 #[derive(Default)]
 struct WriterResult {
     acks: Vec<Ack>,
-    errors: u64,
-    reconnects: u64,
+    failed: Vec<Failed>,
+    /// Reply errors starting with `READONLY` (also counted as errors).
     readonly: u64,
-    /// Error kinds seen, with counts (for the per-round detail).
-    kinds: BTreeMap<String, u64>,
+    /// Drops that were reply timeouts (also counted as drops).
+    timeouts: u64,
+    /// Connections opened after the first one.
+    reconnects: u64,
+    /// Failure kinds with counts, and the first full text of each.
+    kinds: BTreeMap<String, (u64, String)>,
 }
 
-/// What the main thread watches while the writer runs.
-#[derive(Default)]
+impl WriterResult {
+    fn count(&self, what: Failure) -> usize {
+        self.failed.iter().filter(|f| f.what == what).count()
+    }
+}
+
+/// What the main thread watches while the writers run.
 struct Shared {
     stop: AtomicBool,
-    /// Port of the instance behind the writer's current connection (0 = unknown).
-    last_ack_port: AtomicU32,
     acks: AtomicU64,
+    /// Per writer: the instance behind its latest attributed write (0 = not known yet).
+    upstream: Vec<AtomicU32>,
 }
 
-enum Target {
-    /// Connect to this proxy data port; reconnect to it on errors.
+/// Where a writer sends its writes.
+#[derive(Clone)]
+enum Dial {
+    /// Connect to this proxy data port; reconnect to it when the connection ends.
     Proxy(u16),
     /// Ask these Sentinels for the master, in order, like redis-py.
     Sentinels(Vec<u16>),
 }
 
+/// A writer's connection.
+struct Link {
+    conn: Conn,
+    /// Direct connection to this instance (Sentinel clients); `None` through a proxy.
+    direct: Option<u16>,
+    /// Time and answer (0 = no port in the reply) of the latest `CONFIG GET port`.
+    probed: Option<(Instant, u16)>,
+    /// Index of the first acknowledged write after that probe.
+    unprobed_from: usize,
+}
+
+/// One writer connection: `SET w<id>:<n> <n>`, one at a time.
+struct Writer {
+    id: usize,
+    dial: Dial,
+    pause: Duration,
+    retry: Duration,
+    timeout: Duration,
+    shared: Arc<Shared>,
+    /// Open connections to the Sentinels (Sentinel clients keep them, as redis-py does).
+    sentinels: Vec<Option<Conn>>,
+    r: WriterResult,
+}
+
+/// An error text without the numbers in it (ports, pids, counts), so that errors group.
 fn error_kind(e: &str) -> String {
-    let e = e.trim();
-    // Keep the error code and a little context, without ports or pids.
-    let kind: String = e
-        .split_whitespace()
-        .take(3)
+    e.split_whitespace()
+        .take(6)
         .collect::<Vec<_>>()
         .join(" ")
         .chars()
         .filter(|c| !c.is_ascii_digit())
-        .collect();
-    if e.contains("is unreachable") {
-        "ERR sentinel-proxy: master unreachable".into()
-    } else {
-        kind
+        .collect()
+}
+
+impl Writer {
+    fn fail(&mut self, sent: Instant, what: Failure, kind: String, text: String) {
+        self.r.failed.push(Failed {
+            sent,
+            at: Instant::now(),
+            what,
+        });
+        let entry = self.r.kinds.entry(kind).or_insert((0, text));
+        entry.0 += 1;
+    }
+
+    /// `SENTINEL get-master-addr-by-name` on the Sentinels in order; the first answer wins.
+    fn ask_sentinels(&mut self, ports: &[u16]) -> Option<u16> {
+        for (i, port) in ports.iter().enumerate() {
+            if self.sentinels[i].is_none() {
+                self.sentinels[i] = Conn::open_with(
+                    *port,
+                    Duration::from_millis(100),
+                    Duration::from_millis(500),
+                )
+                .ok();
+            }
+            let Some(c) = self.sentinels[i].as_mut() else {
+                continue;
+            };
+            match c.cmd(&["SENTINEL", "get-master-addr-by-name", MASTER_NAME]) {
+                Ok(Reply::Array(Some(items))) => {
+                    if let Some(p) = items
+                        .get(1)
+                        .and_then(Reply::text)
+                        .and_then(|p| p.parse().ok())
+                    {
+                        return Some(p);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => self.sentinels[i] = None,
+            }
+        }
+        None
+    }
+
+    /// Opens a connection where the writes go; the error text on failure.
+    fn connect(&mut self) -> Result<Link, (String, String)> {
+        let (port, direct) = match self.dial.clone() {
+            Dial::Proxy(p) => (p, false),
+            Dial::Sentinels(ports) => match self.ask_sentinels(&ports) {
+                Some(p) => (p, true),
+                None => {
+                    let text = "no Sentinel named a master".to_string();
+                    return Err((text.clone(), text));
+                }
+            },
+        };
+        match Conn::open_with(port, CONNECT_TIMEOUT, self.timeout) {
+            Ok(conn) => Ok(Link {
+                conn,
+                direct: direct.then_some(port),
+                probed: None,
+                unprobed_from: self.r.acks.len(),
+            }),
+            Err(e) => Err((
+                format!("connect: {:?}", e.kind()),
+                format!("connect to :{port}: {e}"),
+            )),
+        }
+    }
+
+    /// Through a proxy: which instance answers this connection (`CONFIG GET port`), and
+    /// attribution of the writes acknowledged since the previous probe.
+    /// `force`: probe even if the previous probe is recent (the writer is stopping).
+    fn probe(&mut self, link: &mut Link, force: bool) -> io::Result<()> {
+        let now = Instant::now();
+        let recent = link.probed.is_some_and(|(t, _)| now - t < PROBE_EVERY);
+        if link.direct.is_some() || (recent && !force) {
+            return Ok(());
+        }
+        let port: u16 = link
+            .conn
+            .cmd(&["CONFIG", "GET", "port"])?
+            .pairs()
+            .get("port")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        // The first probe of a connection follows its first write; later ones vouch for
+        // the writes in between only if the previous probe named the same instance.
+        let same = link.probed.is_none_or(|(_, p)| p == port);
+        if port != 0 {
+            if same {
+                for a in &mut self.r.acks[link.unprobed_from..] {
+                    a.port = port;
+                }
+            }
+            self.shared.upstream[self.id].store(u32::from(port), Ordering::Relaxed);
+        }
+        link.probed = Some((now, port));
+        link.unprobed_from = self.r.acks.len();
+        Ok(())
+    }
+
+    fn dropped(&mut self, sent: Instant, e: &io::Error, during: &str) {
+        let timeout = matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        );
+        let kind = if timeout {
+            self.r.timeouts += 1;
+            format!("timeout ({during})")
+        } else {
+            format!("connection ended: {:?} ({during})", e.kind())
+        };
+        self.fail(sent, Failure::Drop, kind, format!("{during}: {e}"));
+    }
+
+    fn run(mut self) -> WriterResult {
+        let mut link: Option<Link> = None;
+        let mut opened = 0u64;
+        let mut n = 0u64;
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let Some(l) = link.as_mut() else {
+                let attempt = Instant::now();
+                match self.connect() {
+                    Ok(l) => {
+                        if opened > 0 {
+                            self.r.reconnects += 1;
+                        }
+                        opened += 1;
+                        link = Some(l);
+                    }
+                    Err((kind, text)) => {
+                        self.fail(attempt, Failure::Error, kind, text);
+                        std::thread::sleep(self.retry);
+                    }
+                }
+                continue;
+            };
+            let key = format!("w{}:{n}", self.id);
+            let value = n.to_string();
+            let sent = Instant::now();
+            match l.conn.cmd(&["SET", &key, &value]) {
+                Ok(Reply::Simple(s)) if s == "OK" => {
+                    let at = Instant::now();
+                    let port = l.direct.unwrap_or(0);
+                    self.r.acks.push(Ack { n, sent, at, port });
+                    self.shared.acks.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                    if port != 0 {
+                        self.shared.upstream[self.id].store(u32::from(port), Ordering::Relaxed);
+                    }
+                    let probe_sent = Instant::now();
+                    if let Err(e) = self.probe(l, false) {
+                        self.dropped(probe_sent, &e, "CONFIG GET port");
+                        link = None;
+                        continue;
+                    }
+                    std::thread::sleep(self.pause);
+                }
+                Ok(reply) => {
+                    let text = match &reply {
+                        Reply::Error(e) => e.clone(),
+                        other => format!("unexpected reply to SET: {other:?}"),
+                    };
+                    let readonly = text.starts_with("READONLY");
+                    if readonly {
+                        self.r.readonly += 1;
+                    }
+                    self.fail(sent, Failure::Error, error_kind(&text), text);
+                    // redis-py's Sentinel connections disconnect on READONLY; anything
+                    // but an error reply means the stream is out of step.
+                    let sentinel_client = matches!(self.dial, Dial::Sentinels(_));
+                    if (readonly && sentinel_client) || !matches!(reply, Reply::Error(_)) {
+                        link = None;
+                    }
+                    std::thread::sleep(self.retry);
+                }
+                Err(e) => {
+                    self.dropped(sent, &e, "SET");
+                    link = None;
+                }
+            }
+        }
+        // Attribute the writes since the last probe (a failure here is not counted:
+        // the run is over).
+        if let Some(mut l) = link {
+            let _ = self.probe(&mut l, true);
+        }
+        self.r
     }
 }
 
-fn run_writer(target: Target, shared: Arc<Shared>) -> WriterResult {
-    let mut r = WriterResult::default();
-    let mut conn: Option<(Conn, u16)> = None;
-    let mut opened = 0u64;
-    let mut n = 0u64;
-    let mut next_write = Instant::now();
-    let fail = |r: &mut WriterResult, kind: String| {
-        r.errors += 1;
-        *r.kinds.entry(kind).or_default() += 1;
-    };
-    while !shared.stop.load(Ordering::Relaxed) {
-        if conn.is_none() {
-            // Where to connect.
-            let port = match &target {
-                Target::Proxy(p) => Some(*p),
-                Target::Sentinels(sentinels) => sentinels.iter().find_map(|s| {
-                    Conn::open_with(*s, Duration::from_millis(100), Duration::from_millis(500))
-                        .ok()
-                        .and_then(|mut c| {
-                            match c
-                                .cmd(&["SENTINEL", "get-master-addr-by-name", MASTER_NAME])
-                                .ok()?
-                            {
-                                Reply::Array(Some(items)) => items.get(1)?.text()?.parse().ok(),
-                                _ => None,
-                            }
-                        })
-                }),
+/// Starts `o.connections` writers.
+fn start_writers(
+    system: System,
+    voters: &[Voter],
+    o: &Options,
+) -> (Arc<Shared>, Vec<std::thread::JoinHandle<WriterResult>>) {
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        acks: AtomicU64::new(0),
+        upstream: (0..o.connections).map(|_| AtomicU32::new(0)).collect(),
+    });
+    let handles = (0..o.connections)
+        .map(|id| {
+            let dial = match system {
+                System::Proxy => Dial::Proxy(
+                    voters[id % voters.len()]
+                        .data_port
+                        .expect("a proxy voter has a data port"),
+                ),
+                System::Sentinel => {
+                    Dial::Sentinels(voters.iter().map(|v| v.sentinel_port).collect())
+                }
             };
-            let Some(port) = port else {
-                fail(&mut r, "no Sentinel answered".into());
-                std::thread::sleep(PACE);
-                continue;
+            let writer = Writer {
+                id,
+                dial,
+                pause: Duration::from_millis(o.pause_ms),
+                retry: Duration::from_millis(o.retry_ms),
+                timeout: Duration::from_millis(o.timeout_ms),
+                shared: shared.clone(),
+                sentinels: (0..voters.len()).map(|_| None).collect(),
+                r: WriterResult::default(),
             };
-            if opened > 0 {
-                r.reconnects += 1;
-            }
-            opened += 1;
-            match Conn::open(port) {
-                Ok(c) => {
-                    // Through a proxy the acknowledging instance is learnt after the
-                    // first write; a direct connection is to `port` itself.
-                    let known = if matches!(target, Target::Proxy(_)) {
-                        0
-                    } else {
-                        port
-                    };
-                    conn = Some((c, known));
-                }
-                Err(e) => {
-                    fail(&mut r, format!("connect: {}", e.kind()));
-                    std::thread::sleep(PACE);
-                    continue;
-                }
-            }
-        }
-        let Some((c, port)) = conn.as_mut() else {
-            continue;
-        };
-        let key = format!("key:{n}");
-        let value = n.to_string();
-        match c.cmd(&["SET", &key, &value]) {
-            Ok(Reply::Simple(s)) if s == "OK" => {
-                let at = Instant::now();
-                if *port == 0 {
-                    // Which instance did that? Same client connection, same upstream.
-                    if let Ok(reply) = c.cmd(&["CONFIG", "GET", "port"]) {
-                        *port = reply
-                            .pairs()
-                            .get("port")
-                            .and_then(|p| p.parse().ok())
-                            .unwrap_or(0);
-                    }
-                }
-                r.acks.push(Ack { n, at, port: *port });
-                shared
-                    .last_ack_port
-                    .store(u32::from(*port), Ordering::Relaxed);
-                shared.acks.fetch_add(1, Ordering::Relaxed);
-                n += 1;
-                next_write += PACE;
-                let now = Instant::now();
-                if next_write > now {
-                    std::thread::sleep(next_write - now);
-                } else {
-                    next_write = now;
-                }
-            }
-            Ok(reply) => {
-                let text = match &reply {
-                    Reply::Error(e) => e.clone(),
-                    other => format!("unexpected reply {other:?}"),
-                };
-                if text.starts_with("READONLY") {
-                    r.readonly += 1;
-                }
-                fail(&mut r, error_kind(&text));
-                conn = None;
-                std::thread::sleep(PACE);
-                next_write = Instant::now();
-            }
-            Err(e) => {
-                fail(&mut r, format!("io: {}", e.kind()));
-                conn = None;
-                std::thread::sleep(PACE);
-                next_write = Instant::now();
-            }
-        }
-    }
-    r
+            std::thread::Builder::new()
+                .name(format!("writer{id}"))
+                .stack_size(256 * 1024)
+                .spawn(move || writer.run())
+                .expect("cannot start a writer thread")
+        })
+        .collect();
+    (shared, handles)
 }
 
 // ---------------------------------------------------------------- event logs
@@ -731,7 +1001,8 @@ fn parse_log_line(system: System, line: &str) -> Option<(f64, String, String)> {
 }
 
 /// The timeline rows, in failover order (labels; see `timeline` for the events).
-const TIMELINE: [&str; 10] = [
+/// The timeline rows, in failover order (labels; see `timeline` for the events).
+const TIMELINE: [&str; 13] = [
     "+sdown (master)",
     "+odown",
     "+try-failover",
@@ -741,12 +1012,19 @@ const TIMELINE: [&str; 10] = [
     "+promoted-slave (INFO shows role:master)",
     "+switch-master (first voter)",
     "voter 1 switched (route changed / +switch-master)",
+    "+convert-to-slave (old master demoted)",
+    "every voter names the new master (polled)",
     "first write acknowledged by the new master",
+    "every connection's latest write acknowledged by the new master (polled)",
 ];
+/// Rows of `TIMELINE` filled by the round itself rather than from the logs.
+const ROW_VOTERS_AGREE: usize = 10;
+const ROW_FIRST_NEW_ACK: usize = 11;
+const ROW_ALL_ON_NEW: usize = 12;
 
-/// Milliseconds after the kill of each timeline row (`None` = not seen).
-fn timeline(system: System, voters: &[Voter], kill_wall: SystemTime) -> Vec<Option<f64>> {
-    let kill = utc_seconds_of_day(kill_wall);
+/// Milliseconds after the trigger of each timeline row (`None` = not seen).
+fn timeline(system: System, voters: &[Voter], trigger_wall: SystemTime) -> Vec<Option<f64>> {
+    let trigger = utc_seconds_of_day(trigger_wall);
     let mut rows: Vec<Option<f64>> = vec![None; TIMELINE.len()];
     let mut first = |i: usize, ms: f64| {
         let slot = &mut rows[i];
@@ -759,13 +1037,19 @@ fn timeline(system: System, voters: &[Voter], kill_wall: SystemTime) -> Vec<Opti
             let Some((t, event, text)) = parse_log_line(system, line) else {
                 continue;
             };
-            let mut ms = (t - kill) * 1000.0;
+            // Seconds of the day: fold a midnight crossing back.
+            let mut ms = (t - trigger) * 1000.0;
             if ms < -43_200_000.0 {
                 ms += 86_400_000.0;
+            } else if ms > 43_200_000.0 {
+                ms -= 86_400_000.0;
             }
             if ms < -50.0 {
-                continue; // before this kill (setup events)
+                continue; // before the trigger (setup events)
             }
+            // Logs have millisecond stamps; an event of the trigger itself can look
+            // a little earlier.
+            let ms = ms.max(0.0);
             let row = match event.as_str() {
                 "+sdown" if text.starts_with("master") => Some(0),
                 "+odown" => Some(1),
@@ -775,6 +1059,7 @@ fn timeline(system: System, voters: &[Voter], kill_wall: SystemTime) -> Vec<Opti
                 "+failover-state-wait-promotion" => Some(5),
                 "+promoted-slave" => Some(6),
                 "+switch-master" => Some(7),
+                "+convert-to-slave" => Some(9),
                 _ => None,
             };
             if let Some(row) = row {
@@ -796,32 +1081,48 @@ fn timeline(system: System, voters: &[Voter], kill_wall: SystemTime) -> Vec<Opti
 
 struct RoundResult {
     system: System,
+    scenario: Scenario,
     ok: bool,
     note: String,
     longest_gap_ms: f64,
-    kill_to_first_ack_ms: Option<f64>,
-    kill_to_new_master_ack_ms: Option<f64>,
-    errors: u64,
-    reconnects: u64,
+    worst_stall_ms: f64,
+    trigger_to_first_ack_ms: Option<f64>,
+    trigger_to_new_master_ack_ms: Option<f64>,
+    errors: usize,
+    drops: usize,
     readonly: u64,
+    timeouts: u64,
+    reconnects: u64,
+    /// Failed attempts not in flight at the trigger (sent after the old master was gone
+    /// or the command was sent, or failed before the trigger).
+    failed_not_in_flight: usize,
+    /// Attempts sent before the old master was gone and answered after the trigger.
+    in_flight_at_trigger: usize,
     acked: usize,
-    lost: usize,
-    lost_after_kill: usize,
-    acked_by_old_after_kill: usize,
-    unattributed_after_kill: usize,
-    kinds: BTreeMap<String, u64>,
+    /// Acknowledged writes missing on the final master (`None`: could not be read).
+    lost: Option<usize>,
+    lost_after_trigger: usize,
+    /// When the first and the last lost write were acknowledged, ms after the trigger.
+    lost_window_ms: Option<(f64, f64)>,
+    acked_by_old_after_trigger: usize,
+    unattributed_after_trigger: usize,
+    kinds: BTreeMap<String, (u64, String)>,
     timeline: Vec<Option<f64>>,
 }
 
-fn run_round(system: System, round: usize, bin: &Path, base: &Path, o: &Options) -> RoundResult {
-    let dir = base.join(format!("{}-{round}", system.short()));
-    std::fs::create_dir_all(&dir).expect("cannot create a round directory");
+/// One master, two replicas and three voters, ready.
+struct Cluster {
+    master: Redis,
+    replicas: [Redis; 2],
+    voters: Vec<Voter>,
+}
 
+fn start_cluster(system: System, name: &str, bin: &Path, dir: &Path, o: &Options) -> Cluster {
     // Redis: one master, two replicas, in sync.
-    let mut master = start_redis(&dir, "master", None);
+    let master = start_redis(dir, "master", None);
     let replicas = [
-        start_redis(&dir, "replica1", Some(master.port)),
-        start_redis(&dir, "replica2", Some(master.port)),
+        start_redis(dir, "replica1", Some(master.port)),
+        start_redis(dir, "replica2", Some(master.port)),
     ];
     for r in &replicas {
         wait_for("replicas in sync", STARTUP, || {
@@ -832,8 +1133,8 @@ fn run_round(system: System, round: usize, bin: &Path, base: &Path, o: &Options)
     // Voters.
     let voters: Vec<Voter> = (1..=3)
         .map(|i| match system {
-            System::Proxy => start_proxy_voter(bin, &dir, i, master.port, o),
-            System::Sentinel => start_sentinel_voter(&dir, i, master.port, o),
+            System::Proxy => start_proxy_voter(bin, dir, i, master.port, o),
+            System::Sentinel => start_sentinel_voter(dir, i, master.port, o),
         })
         .collect();
     let discovery_started = Instant::now();
@@ -851,8 +1152,7 @@ fn run_round(system: System, round: usize, bin: &Path, base: &Path, o: &Options)
         );
     }
     progress!(
-        "{} round {round}: master :{} (pid {}), replicas :{} :{}, voters {} ready after {:.1?}",
-        system.short(),
+        "{name}: master :{} (pid {}), replicas :{} :{}, voters {} ready after {:.1?}",
         master.port,
         master.guard.pid(),
         replicas[0].port,
@@ -867,145 +1167,383 @@ fn run_round(system: System, round: usize, bin: &Path, base: &Path, o: &Options)
             .join(" "),
         discovery_started.elapsed()
     );
-
-    // Writer.
-    let shared = Arc::new(Shared::default());
-    let target = match system {
-        System::Proxy => Target::Proxy(voters[0].data_port.expect("proxy data port")),
-        System::Sentinel => Target::Sentinels(voters.iter().map(|v| v.sentinel_port).collect()),
-    };
-    let writer = {
-        let shared = shared.clone();
-        std::thread::spawn(move || run_writer(target, shared))
-    };
-    std::thread::sleep(Duration::from_millis(o.before_ms));
-    assert!(
-        shared.acks.load(Ordering::Relaxed) > 0,
-        "{} round {round}: no write acknowledged before the kill",
-        system.short()
-    );
-
-    // kill -9 the master.
-    let old_port = u32::from(master.port);
-    let kill_wall = SystemTime::now();
-    let kill_at = Instant::now();
-    master.guard.kill();
-    let give_up = kill_at + Duration::from_secs(o.give_up_s);
-    let mut ok = true;
-    loop {
-        let p = shared.last_ack_port.load(Ordering::Relaxed);
-        if p != 0 && p != old_port {
-            break;
-        }
-        if Instant::now() > give_up {
-            ok = false;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    Cluster {
+        master,
+        replicas,
+        voters,
     }
-    if ok {
-        std::thread::sleep(Duration::from_millis(o.after_ms));
-    }
-    shared.stop.store(true, Ordering::Relaxed);
-    let w = writer.join().expect("the writer panicked");
+}
 
-    // Which instance is master now?
-    let roles: Vec<(u16, String)> = replicas
-        .iter()
-        .map(|r| {
-            let role = match query(r.port, &["ROLE"]) {
-                Ok(Reply::Array(Some(items))) => {
-                    items.first().and_then(Reply::text).unwrap_or_default()
+/// When the trigger was pulled.
+struct Trigger {
+    wall: SystemTime,
+    at: Instant,
+    /// Kill: when the old master was reaped (its sockets closed). Planned: `at`.
+    gone: Instant,
+    /// Planned: whether `SENTINEL FAILOVER` was accepted.
+    accepted: bool,
+}
+
+fn pull_trigger(scenario: Scenario, cluster: &mut Cluster, note: &mut String) -> Trigger {
+    match scenario {
+        Scenario::Kill => {
+            let wall = SystemTime::now();
+            let at = Instant::now();
+            cluster.master.guard.kill();
+            Trigger {
+                wall,
+                at,
+                gone: Instant::now(),
+                accepted: true,
+            }
+        }
+        Scenario::Planned => {
+            let port = cluster.voters[0].sentinel_port;
+            let deadline = Instant::now() + TRIGGER_RETRY;
+            let mut refusals = 0;
+            loop {
+                let wall = SystemTime::now();
+                let at = Instant::now();
+                let reply = query(port, &["SENTINEL", "FAILOVER", MASTER_NAME]);
+                let accepted = matches!(&reply, Ok(Reply::Simple(s)) if s == "OK");
+                if !accepted {
+                    refusals += 1;
                 }
-                _ => "?".into(),
-            };
-            (r.port, role)
-        })
-        .collect();
-    let masters: Vec<u16> = roles
-        .iter()
-        .filter(|(_, role)| role == "master")
-        .map(|(p, _)| *p)
-        .collect();
-    let voter_views: Vec<Option<u16>> = voters
+                if accepted || Instant::now() > deadline {
+                    if refusals > 0 {
+                        let _ = write!(
+                            note,
+                            "SENTINEL FAILOVER refused {refusals} times (last: {reply:?}); "
+                        );
+                    }
+                    return Trigger {
+                        wall,
+                        at,
+                        gone: at,
+                        accepted,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn voter_views(voters: &[Voter]) -> Vec<Option<u16>> {
+    voters
         .iter()
         .map(|v| master_addr_by_name(v.sentinel_port))
-        .collect();
-    let mut note = String::new();
-    let final_master = match masters.as_slice() {
-        [one] => Some(*one),
-        _ => {
-            ok = false;
-            let _ = write!(note, "masters among the replicas: {masters:?}; ");
-            None
+        .collect()
+}
+
+/// The master a majority of the voters name.
+fn majority(views: &[Option<u16>]) -> Option<u16> {
+    views.iter().flatten().copied().find(|p| {
+        let agree = views.iter().filter(|v| **v == Some(*p)).count();
+        agree * 2 > views.len()
+    })
+}
+
+/// `ROLE`'s first element (`master`, `slave`), or `?`.
+fn role(port: u16) -> String {
+    match query(port, &["ROLE"]) {
+        Ok(Reply::Array(Some(items))) => items.first().and_then(Reply::text).unwrap_or_default(),
+        _ => "?".into(),
+    }
+}
+
+/// What the settle poll saw.
+#[derive(Default)]
+struct Settled {
+    /// The new master, once every voter names it and every writer writes to it.
+    new_master: Option<u16>,
+    voters_agree_at: Option<Instant>,
+    all_on_new_at: Option<Instant>,
+}
+
+/// Polls until every voter names the same new master and every writer's latest
+/// attributed write was acknowledged by it, or until `give_up`.
+fn settle(voters: &[Voter], shared: &Shared, old: u16, give_up: Instant) -> Settled {
+    let mut s = Settled::default();
+    loop {
+        let views = voter_views(voters);
+        let agreed = match views.first() {
+            Some(Some(m)) if *m != old && views.iter().all(|v| *v == Some(*m)) => Some(*m),
+            _ => None,
+        };
+        let now = Instant::now();
+        match agreed {
+            Some(m) => {
+                s.voters_agree_at.get_or_insert(now);
+                let all_on_new = shared
+                    .upstream
+                    .iter()
+                    .all(|u| u.load(Ordering::Relaxed) == u32::from(m));
+                if all_on_new {
+                    s.new_master = Some(m);
+                    s.all_on_new_at = Some(now);
+                    return s;
+                }
+            }
+            None => s.voters_agree_at = None,
+        }
+        if now > give_up {
+            return s;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Waits until `DBSIZE` on `port` gives three equal readings 100 ms apart (at most 5 s).
+fn wait_keys_settle(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = None;
+    let mut same = 0;
+    while Instant::now() < deadline && same < 2 {
+        let size = query(port, &["DBSIZE"]).ok().and_then(|r| r.text());
+        if size.is_some() && size == last {
+            same += 1;
+        } else {
+            same = 0;
+            last = size;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Acknowledged writes missing on the final master.
+#[derive(Default)]
+struct Lost {
+    count: usize,
+    /// Of those, acknowledged after the trigger.
+    after_trigger: usize,
+    /// When the first and the last of them were acknowledged, ms after the trigger.
+    window_ms: Option<(f64, f64)>,
+}
+
+/// Reads every acknowledged key back from `port` (`MGET`, 1000 keys at a time).
+fn count_lost(port: u16, writers: &[WriterResult], trigger: Instant) -> io::Result<Lost> {
+    let mut c = Conn::open(port)?;
+    let mut lost = Lost::default();
+    let ms = |t: Instant| {
+        if t >= trigger {
+            (t - trigger).as_secs_f64() * 1000.0
+        } else {
+            -(trigger - t).as_secs_f64() * 1000.0
         }
     };
-    if let Some(m) = final_master
-        && voter_views.iter().any(|v| *v != Some(m))
-    {
-        let _ = write!(note, "voters name {voter_views:?}, ROLE says :{m}; ");
-    }
-
-    // Acknowledged writes missing on the final master.
-    let mut lost = 0;
-    let mut lost_after_kill = 0;
-    if let Some(m) = final_master {
-        let mut c = Conn::open(m).expect("cannot connect to the final master");
+    for (id, w) in writers.iter().enumerate() {
         for chunk in w.acks.chunks(1000) {
-            let keys: Vec<String> = chunk.iter().map(|a| format!("key:{}", a.n)).collect();
+            let keys: Vec<String> = chunk.iter().map(|a| format!("w{id}:{}", a.n)).collect();
             let mut args = vec!["MGET"];
             args.extend(keys.iter().map(String::as_str));
-            let Reply::Array(Some(values)) = c.cmd(&args).expect("MGET failed") else {
-                panic!("MGET: not an array");
+            let values = match c.cmd(&args)? {
+                Reply::Array(Some(values)) if values.len() == chunk.len() => values,
+                other => {
+                    return Err(io::Error::other(format!(
+                        "MGET of {} keys: unexpected reply {other:?}",
+                        chunk.len()
+                    )));
+                }
             };
             for (a, v) in chunk.iter().zip(values) {
-                let want = a.n.to_string();
-                if v != Reply::Bulk(Some(want.into_bytes())) {
-                    lost += 1;
-                    if a.at > kill_at {
-                        lost_after_kill += 1;
+                if v != Reply::Bulk(Some(a.n.to_string().into_bytes())) {
+                    lost.count += 1;
+                    if a.at > trigger {
+                        lost.after_trigger += 1;
                     }
+                    let t = ms(a.at);
+                    lost.window_ms = Some(match lost.window_ms {
+                        None => (t, t),
+                        Some((lo, hi)) => (lo.min(t), hi.max(t)),
+                    });
                 }
             }
         }
     }
+    Ok(lost)
+}
 
-    // Gaps and firsts.
-    let mut longest_gap = Duration::ZERO;
-    for pair in w.acks.windows(2) {
-        longest_gap = longest_gap.max(pair[1].at - pair[0].at);
+/// The longest interval between consecutive instants (sorted), and from the last one
+/// to `end` if given.
+fn longest_gap(sorted: &[Instant], end: Option<Instant>) -> Duration {
+    let mut gap = sorted
+        .windows(2)
+        .map(|p| p[1] - p[0])
+        .max()
+        .unwrap_or_default();
+    if let (Some(end), Some(last)) = (end, sorted.last()) {
+        gap = gap.max(end.saturating_duration_since(*last));
     }
-    if !ok && let Some(last) = w.acks.last() {
-        longest_gap = longest_gap.max(Instant::now() - last.at);
+    gap
+}
+
+fn run_round(
+    system: System,
+    scenario: Scenario,
+    round: usize,
+    bin: &Path,
+    base: &Path,
+    o: &Options,
+) -> RoundResult {
+    let name = format!("{} {} round {round}", system.short(), scenario.short());
+    let dir = base.join(format!("{}-{}-{round}", system.short(), scenario.short()));
+    std::fs::create_dir_all(&dir).expect("cannot create a round directory");
+    let mut cluster = start_cluster(system, &name, bin, &dir, o);
+    let old = cluster.master.port;
+
+    let (shared, handles) = start_writers(system, &cluster.voters, o);
+    std::thread::sleep(Duration::from_millis(o.before_ms));
+    assert!(
+        shared.acks.load(Ordering::Relaxed) > 0,
+        "{name}: no write acknowledged in the {} ms before the trigger",
+        o.before_ms
+    );
+
+    let mut note = String::new();
+    let trigger = pull_trigger(scenario, &mut cluster, &mut note);
+    let give_up = trigger.at + Duration::from_secs(o.give_up_s);
+    let settled = if trigger.accepted {
+        settle(&cluster.voters, &shared, old, give_up)
+    } else {
+        Settled::default()
+    };
+    let mut ok = settled.new_master.is_some();
+    if ok {
+        std::thread::sleep(Duration::from_millis(o.after_ms));
+    } else {
+        let _ = write!(
+            note,
+            "not settled: voters name {:?}, writers' latest instances {:?}; ",
+            voter_views(&cluster.voters),
+            shared
+                .upstream
+                .iter()
+                .map(|u| u.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        );
     }
-    let after_kill: Vec<&Ack> = w.acks.iter().filter(|a| a.at > kill_at).collect();
-    let ms = |a: &Ack| (a.at - kill_at).as_secs_f64() * 1000.0;
-    let kill_to_first_ack_ms = after_kill.first().map(|a| ms(a));
-    let kill_to_new_master_ack_ms = after_kill
+    shared.stop.store(true, Ordering::Relaxed);
+    let stopped = Instant::now();
+    let writers: Vec<WriterResult> = handles
+        .into_iter()
+        .map(|h| h.join().expect("a writer thread panicked"))
+        .collect();
+
+    // The final master: the one the voters name, if ROLE agrees.
+    let views = voter_views(&cluster.voters);
+    let named = majority(&views);
+    let mut alive: Vec<u16> = cluster.replicas.iter().map(|r| r.port).collect();
+    if scenario == Scenario::Planned {
+        alive.push(old);
+    }
+    let masters: Vec<u16> = alive
         .iter()
-        .find(|a| a.port != 0 && u32::from(a.port) != old_port)
-        .map(|a| ms(a));
-    let acked_by_old_after_kill = after_kill
+        .copied()
+        .filter(|p| role(*p) == "master")
+        .collect();
+    let final_master = match named {
+        Some(m) if masters.contains(&m) => Some(m),
+        _ => {
+            ok = false;
+            let _ = write!(
+                note,
+                "voters name {views:?} but ROLE master is {masters:?}; "
+            );
+            None
+        }
+    };
+    if masters.len() > 1 {
+        let _ = write!(note, "at the end ROLE says master on {masters:?}; ");
+    }
+
+    // Acknowledged writes missing on the final master.
+    let lost = final_master.and_then(|m| {
+        wait_keys_settle(m);
+        count_lost(m, &writers, trigger.at)
+            .map_err(|e| {
+                let _ = write!(note, "reading the keys back from :{m} failed: {e}; ");
+            })
+            .ok()
+    });
+
+    // Gaps, over all connections and per connection.
+    let end = (!ok).then_some(stopped);
+    let mut all: Vec<Instant> = writers
         .iter()
-        .filter(|a| u32::from(a.port) == old_port)
-        .count();
-    let unattributed_after_kill = after_kill.iter().filter(|a| a.port == 0).count();
+        .flat_map(|w| w.acks.iter().map(|a| a.at))
+        .collect();
+    all.sort_unstable();
+    let longest = longest_gap(&all, end);
+    let worst_stall = writers
+        .iter()
+        .map(|w| {
+            let times: Vec<Instant> = w.acks.iter().map(|a| a.at).collect();
+            longest_gap(&times, end)
+        })
+        .max()
+        .unwrap_or_default();
+
+    // Around the trigger.
+    let after: Vec<&Ack> = writers
+        .iter()
+        .flat_map(|w| &w.acks)
+        .filter(|a| a.at > trigger.at)
+        .collect();
+    let ms = |t: Instant| (t - trigger.at).as_secs_f64() * 1000.0;
+    let new_master = final_master.or(settled.new_master);
+    let trigger_to_first_ack_ms = after.iter().map(|a| a.at).min().map(ms);
+    let trigger_to_new_master_ack_ms = after
+        .iter()
+        .filter(|a| match new_master {
+            Some(m) => a.port == m,
+            None => a.port != 0 && a.port != old,
+        })
+        .map(|a| a.at)
+        .min()
+        .map(ms);
+    let acked_by_old_after_trigger = after.iter().filter(|a| a.port == old).count();
+    let unattributed_after_trigger = after.iter().filter(|a| a.port == 0).count();
     if let Some(m) = final_master
-        && let Some(a) = after_kill.iter().find(|a| a.port != 0 && a.port != m)
+        && let Some(a) = after
+            .iter()
+            .filter(|a| a.port != 0 && a.port != m && a.port != old)
+            .min_by_key(|a| a.at)
     {
         let _ = write!(
             note,
-            "write {} after the kill acknowledged by :{} (final master :{m}); ",
-            a.n, a.port
+            "a write {:.0} ms after the trigger was acknowledged by :{} (final master :{m}); ",
+            ms(a.at),
+            a.port
         );
     }
+    let in_flight = |sent: Instant, at: Instant| sent < trigger.gone && at >= trigger.at;
+    let in_flight_at_trigger = writers
+        .iter()
+        .map(|w| {
+            w.acks.iter().filter(|a| in_flight(a.sent, a.at)).count()
+                + w.failed.iter().filter(|f| in_flight(f.sent, f.at)).count()
+        })
+        .sum();
+    let failed_not_in_flight = writers
+        .iter()
+        .flat_map(|w| &w.failed)
+        .filter(|f| !in_flight(f.sent, f.at))
+        .count();
 
-    let mut timeline = timeline(system, &voters, kill_wall);
-    if let Some(last) = timeline.last_mut() {
-        *last = kill_to_new_master_ack_ms;
+    let mut kinds: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for w in &writers {
+        for (kind, (count, sample)) in &w.kinds {
+            kinds.entry(kind.clone()).or_insert((0, sample.clone())).0 += count;
+        }
     }
+
+    let mut timeline = timeline(system, &cluster.voters, trigger.wall);
+    timeline[ROW_VOTERS_AGREE] = settled.voters_agree_at.map(ms);
+    timeline[ROW_FIRST_NEW_ACK] = trigger_to_new_master_ack_ms;
+    timeline[ROW_ALL_ON_NEW] = settled.all_on_new_at.map(ms);
     if !ok {
-        for v in &voters {
+        for v in &cluster.voters {
             let log = v.guard.log_text();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             progress!(
@@ -1018,36 +1556,42 @@ fn run_round(system: System, round: usize, bin: &Path, base: &Path, o: &Options)
 
     let result = RoundResult {
         system,
+        scenario,
         ok,
         note,
-        longest_gap_ms: longest_gap.as_secs_f64() * 1000.0,
-        kill_to_first_ack_ms,
-        kill_to_new_master_ack_ms,
-        errors: w.errors,
-        reconnects: w.reconnects,
-        readonly: w.readonly,
-        acked: w.acks.len(),
-        lost,
-        lost_after_kill,
-        acked_by_old_after_kill,
-        unattributed_after_kill,
-        kinds: w.kinds,
+        longest_gap_ms: longest.as_secs_f64() * 1000.0,
+        worst_stall_ms: worst_stall.as_secs_f64() * 1000.0,
+        trigger_to_first_ack_ms,
+        trigger_to_new_master_ack_ms,
+        errors: writers.iter().map(|w| w.count(Failure::Error)).sum(),
+        drops: writers.iter().map(|w| w.count(Failure::Drop)).sum(),
+        readonly: writers.iter().map(|w| w.readonly).sum(),
+        timeouts: writers.iter().map(|w| w.timeouts).sum(),
+        reconnects: writers.iter().map(|w| w.reconnects).sum(),
+        failed_not_in_flight,
+        in_flight_at_trigger,
+        acked: writers.iter().map(|w| w.acks.len()).sum(),
+        lost: lost.as_ref().map(|l| l.count),
+        lost_after_trigger: lost.as_ref().map_or(0, |l| l.after_trigger),
+        lost_window_ms: lost.as_ref().and_then(|l| l.window_ms),
+        acked_by_old_after_trigger,
+        unattributed_after_trigger,
+        kinds,
         timeline,
     };
     progress!(
-        "{} round {round}: {} gap {:.0} ms, kill->first ack {} ms, kill->ack by new master :{} {} ms, \
-         errors {}, reconnects {}, acked {}, lost {} ({} after the kill){}",
-        system.short(),
+        "{name}: {} gap {:.0} ms (worst connection {:.0} ms), trigger->ack by new master :{} {} ms, \
+         errors {}, drops {}, acked {}, lost {} ({} after the trigger){}",
         if result.ok { "ok" } else { "FAILED" },
         result.longest_gap_ms,
-        opt_ms(result.kill_to_first_ack_ms),
+        result.worst_stall_ms,
         final_master.map_or("?".into(), |p| p.to_string()),
-        opt_ms(result.kill_to_new_master_ack_ms),
+        opt_ms(result.trigger_to_new_master_ack_ms),
         result.errors,
-        result.reconnects,
+        result.drops,
         result.acked,
-        result.lost,
-        result.lost_after_kill,
+        result.lost.map_or("?".into(), |l| l.to_string()),
+        result.lost_after_trigger,
         if result.note.is_empty() {
             String::new()
         } else {
@@ -1057,19 +1601,16 @@ fn run_round(system: System, round: usize, bin: &Path, base: &Path, o: &Options)
     let line: Vec<String> = TIMELINE
         .iter()
         .zip(&result.timeline)
+        .filter(|(_, v)| v.is_some())
         .map(|(label, v)| {
             format!(
                 "{} {}",
-                label.split(' ').next().unwrap_or(label),
+                label.split(" (").next().unwrap_or(label),
                 opt_ms(*v)
             )
         })
         .collect();
-    progress!("  timeline (ms after kill): {}", line.join(", "));
-
-    drop(voters);
-    drop(replicas);
-    drop(master);
+    progress!("  timeline (ms after the trigger): {}", line.join(", "));
     result
 }
 
@@ -1156,6 +1697,257 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
     newest
 }
 
+// ---------------------------------------------------------------- targets
+
+/// A target from the issue, checked per round.
+struct Goal {
+    label: String,
+    met: Box<dyn Fn(&RoundResult) -> bool>,
+}
+
+impl Goal {
+    /// A round that did not settle meets no target.
+    fn new(label: impl Into<String>, met: impl Fn(&RoundResult) -> bool + 'static) -> Goal {
+        Goal {
+            label: label.into(),
+            met: Box::new(move |r| r.ok && met(r)),
+        }
+    }
+}
+
+fn goals(scenario: Scenario, o: &Options) -> Vec<Goal> {
+    let lost = Goal::new("0 lost", |r| r.lost == Some(0));
+    match scenario {
+        Scenario::Kill => {
+            let limit_ms = (o.down_after_ms + 500) as f64;
+            vec![
+                Goal::new(format!("gap <= {:.2} s", limit_ms / 1000.0), move |r| {
+                    r.longest_gap_ms <= limit_ms
+                }),
+                Goal::new("errors and drops only for writes in flight", |r| {
+                    r.failed_not_in_flight == 0
+                }),
+                lost,
+            ]
+        }
+        Scenario::Planned => vec![
+            Goal::new("gap <= 0.25 s", |r| r.longest_gap_ms <= 250.0),
+            Goal::new("0 errors", |r| r.errors == 0),
+            Goal::new("0 dropped connections", |r| r.drops == 0),
+            lost,
+        ],
+    }
+}
+
+// ---------------------------------------------------------------- report
+
+/// Text for a Markdown table cell.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn report_scenario(out: &mut String, scenario: Scenario, results: &[RoundResult], o: &Options) {
+    let of = |s: System| {
+        results
+            .iter()
+            .filter(move |r| r.system == s && r.scenario == scenario)
+    };
+    let systems = [System::Proxy, System::Sentinel];
+    let _ = writeln!(
+        out,
+        "\n### {}\n\n\
+         | system | rounds (ok) | longest gap without an acknowledged write, s | longest stall of one connection, s | trigger -> first ack by the new master, s | errors | dropped connections | acknowledged writes lost | acknowledged writes |\n\
+         |---|---|---|---|---|---|---|---|---|",
+        scenario.title()
+    );
+    for s in systems {
+        let rs: Vec<&RoundResult> = of(s).collect();
+        let f = |g: &dyn Fn(&RoundResult) -> f64| rs.iter().map(|r| g(r)).collect::<Vec<f64>>();
+        let lost: Vec<f64> = rs.iter().filter_map(|r| r.lost).map(|l| l as f64).collect();
+        let unread = rs.len() - lost.len();
+        let _ = writeln!(
+            out,
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {}{} | {} |",
+            s.label(),
+            rs.len(),
+            rs.iter().filter(|r| r.ok).count(),
+            summary(&f(&|r| r.longest_gap_ms), 1e-3, 2),
+            summary(&f(&|r| r.worst_stall_ms), 1e-3, 2),
+            summary(
+                &rs.iter()
+                    .filter_map(|r| r.trigger_to_new_master_ack_ms)
+                    .collect::<Vec<_>>(),
+                1e-3,
+                2
+            ),
+            summary(&f(&|r| r.errors as f64), 1.0, 0),
+            summary(&f(&|r| r.drops as f64), 1.0, 0),
+            summary(&lost, 1.0, 0),
+            if unread > 0 {
+                format!(" [{unread} rounds not read]")
+            } else {
+                String::new()
+            },
+            summary(&f(&|r| r.acked as f64), 1.0, 0),
+        );
+    }
+    let gap = |s: System| median(of(s).map(|r| r.longest_gap_ms).collect());
+    let _ = writeln!(
+        out,
+        "\nMedian longest gap, proxies / Sentinels: {:.2}.",
+        gap(System::Proxy) / gap(System::Sentinel)
+    );
+
+    // Targets.
+    let goals = goals(scenario, o);
+    let _ = writeln!(
+        out,
+        "\nTargets (down-after {} ms; pass = met in every round, rounds that met it in brackets; \
+         a round that did not settle meets none):\n\n| system | {} |\n|---|{}",
+        o.down_after_ms,
+        goals
+            .iter()
+            .map(|g| g.label.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(goals.len())
+    );
+    for s in systems {
+        let rs: Vec<&RoundResult> = of(s).collect();
+        let marks: Vec<String> = goals
+            .iter()
+            .map(|g| {
+                let met = rs.iter().filter(|r| (g.met)(r)).count();
+                let mark = if met == rs.len() { "pass" } else { "FAIL" };
+                format!("{mark} ({met}/{})", rs.len())
+            })
+            .collect();
+        let _ = writeln!(out, "| {} | {} |", s.label(), marks.join(" | "));
+    }
+
+    // Timeline: rows seen in at least one round.
+    let _ = writeln!(
+        out,
+        "\nTimeline, ms after the trigger (earliest voter unless said otherwise; median (min-max)):\n\n\
+         | event | sentinel-proxy voters | Redis Sentinels |\n|---|---|---|"
+    );
+    for (i, label) in TIMELINE.iter().enumerate() {
+        let col = |s: System| {
+            let v: Vec<f64> = of(s).filter_map(|r| r.timeline[i]).collect();
+            let total = of(s).count();
+            let mut text = summary(&v, 1.0, 0);
+            if !v.is_empty() && v.len() < total {
+                let _ = write!(text, " [{}/{total} rounds]", v.len());
+            }
+            (v.is_empty(), text)
+        };
+        let (proxy_none, proxy) = col(System::Proxy);
+        let (sentinel_none, sentinel) = col(System::Sentinel);
+        if !(proxy_none && sentinel_none) {
+            let _ = writeln!(out, "| {label} | {proxy} | {sentinel} |");
+        }
+    }
+}
+
+fn report(results: &[RoundResult], o: &Options, bin: &Path, load: (&str, &str)) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## Failover as clients see it: sentinel-proxy voters vs Redis Sentinel\n\n\
+         {}; 1 master + 2 replicas, 3 voters, quorum 2, down-after {} ms, failover-timeout {} ms; \
+         {} connections, each `SET w<conn>:<n> <n>` one at a time, {} ms pause after an \
+         acknowledgement, {} ms before a retry, {} ms reply timeout; {} rounds per scenario and \
+         system, interleaved; median (min-max). {} CPUs; load average {} at start, {} at end. \
+         sentinel-proxy binary: `{}`.",
+        version("redis-server", "--version")
+            .split(" sha=")
+            .next()
+            .unwrap_or(""),
+        o.down_after_ms,
+        o.failover_timeout_ms,
+        o.connections,
+        o.pause_ms,
+        o.retry_ms,
+        o.timeout_ms,
+        o.rounds,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        load.0,
+        load.1,
+        bin.display(),
+    );
+    for scenario in &o.scenarios {
+        report_scenario(&mut out, *scenario, results, o);
+    }
+
+    let _ = writeln!(
+        out,
+        "\nPer round (errors include READONLY replies; drops include timeouts; \"not in flight\": \
+         failed attempts sent after the old master was gone or the command was sent):\n\n\
+         | scenario | system | round | ok | gap ms | worst connection ms | trigger -> first ack ms | trigger -> ack by new master ms | errors | READONLY | drops | timeouts | failed, not in flight | in flight at the trigger | reconnects | acked | lost (after the trigger) | lost writes acknowledged, ms after the trigger | acked by the old master after the trigger | unattributed after the trigger | notes |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let mut rounds_seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for r in results {
+        let n = rounds_seen
+            .entry((r.scenario.short(), r.system.short()))
+            .or_default();
+        *n += 1;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} |",
+            r.scenario.short(),
+            r.system.short(),
+            n,
+            if r.ok { "yes" } else { "NO" },
+            r.longest_gap_ms,
+            r.worst_stall_ms,
+            opt_ms(r.trigger_to_first_ack_ms),
+            opt_ms(r.trigger_to_new_master_ack_ms),
+            r.errors,
+            r.readonly,
+            r.drops,
+            r.timeouts,
+            r.failed_not_in_flight,
+            r.in_flight_at_trigger,
+            r.reconnects,
+            r.acked,
+            r.lost.map_or("?".into(), |l| l.to_string()),
+            r.lost_after_trigger,
+            r.lost_window_ms
+                .map_or("-".into(), |(lo, hi)| format!("{lo:.0} to {hi:.0}")),
+            r.acked_by_old_after_trigger,
+            r.unattributed_after_trigger,
+            cell(r.note.trim_end_matches("; ")),
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "\nErrors and drops by kind, all rounds (digits removed from the kind; one full text as a sample):\n\n\
+         | scenario | system | kind | count | sample |\n|---|---|---|---|---|"
+    );
+    let mut kinds: BTreeMap<(&str, &str, &str), (u64, &str)> = BTreeMap::new();
+    for r in results {
+        for (kind, (count, sample)) in &r.kinds {
+            kinds
+                .entry((r.scenario.short(), r.system.short(), kind))
+                .or_insert((0, sample))
+                .0 += count;
+        }
+    }
+    for ((scenario, system, kind), (count, sample)) in &kinds {
+        let _ = writeln!(
+            out,
+            "| {scenario} | {system} | {} | {count} | {} |",
+            cell(kind),
+            cell(sample)
+        );
+    }
+    out
+}
+
 // ---------------------------------------------------------------- main
 
 fn main() {
@@ -1183,135 +1975,14 @@ fn main() {
             [System::Sentinel, System::Proxy]
         };
         for system in order {
-            results.push(run_round(system, round, &bin, &base.path, &o));
+            for scenario in &o.scenarios {
+                results.push(run_round(system, *scenario, round, &bin, &base.path, &o));
+            }
         }
     }
     let load_end = load_average();
 
-    // ------------------------------------------------------------ report
-    let of = |s: System| results.iter().filter(move |r| r.system == s);
-    let gap_median = |s: System| median(of(s).map(|r| r.longest_gap_ms).collect());
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n### Failover as the client sees it: kill -9 of the master\n\n\
-         {}; 1 master + 2 replicas, 3 voters, quorum 2, down-after {} ms, failover-timeout {} ms; \
-         one writer, `SET key:<n> <n>` about every 1 ms, retrying the same key on any error; \
-         {} rounds per system, interleaved; median (min-max). {} CPUs; load average {} at start, \
-         {} at end. sentinel-proxy binary: `{}`.\n",
-        version("redis-server", "--version")
-            .split(" sha=")
-            .next()
-            .unwrap_or(""),
-        o.down_after_ms,
-        o.failover_timeout_ms,
-        o.rounds,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        load_start,
-        load_end,
-        bin.display(),
-    );
-    let _ = writeln!(
-        out,
-        "| system | rounds (ok) | longest gap without an acknowledged write, s | kill -> first ack by the new master, s | client errors | reconnects | acknowledged writes lost | gap ratio proxy/baseline |\n\
-         |---|---|---|---|---|---|---|---|"
-    );
-    let proxy_gap = gap_median(System::Proxy);
-    let base_gap = gap_median(System::Sentinel);
-    for s in [System::Proxy, System::Sentinel] {
-        let rs: Vec<&RoundResult> = of(s).collect();
-        let f = |g: &dyn Fn(&RoundResult) -> f64| rs.iter().map(|r| g(r)).collect::<Vec<f64>>();
-        let ratio = match s {
-            System::Proxy => format!("{:.2}", proxy_gap / base_gap),
-            System::Sentinel => "1.00".into(),
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
-            s.label(),
-            rs.len(),
-            rs.iter().filter(|r| r.ok).count(),
-            summary(&f(&|r| r.longest_gap_ms), 1e-3, 2),
-            summary(
-                &rs.iter()
-                    .filter_map(|r| r.kill_to_new_master_ack_ms)
-                    .collect::<Vec<_>>(),
-                1e-3,
-                2
-            ),
-            summary(&f(&|r| r.errors as f64), 1.0, 0),
-            summary(&f(&|r| r.reconnects as f64), 1.0, 0),
-            summary(&f(&|r| r.lost as f64), 1.0, 0),
-            ratio,
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\nTarget: with down-after 1 s, writes flow again through the proxies within 1.5 s of the kill \
-         (real Sentinels with a sentinel-aware client: ~2.2-2.3 s on this machine). \
-         Median gap: proxies {:.2} s, Sentinels {:.2} s.\n",
-        proxy_gap / 1000.0,
-        base_gap / 1000.0
-    );
-
-    let _ = writeln!(
-        out,
-        "Timeline, ms after the kill (earliest voter unless said otherwise; median (min-max)):\n\n\
-         | event | sentinel-proxy voters | Redis Sentinels |\n|---|---|---|"
-    );
-    for (i, label) in TIMELINE.iter().enumerate() {
-        let col = |s: System| {
-            let v: Vec<f64> = of(s).filter_map(|r| r.timeline[i]).collect();
-            let seen = v.len();
-            let total = of(s).count();
-            let mut text = summary(&v, 1.0, 0);
-            if seen < total {
-                let _ = write!(text, " [{seen}/{total} rounds]");
-            }
-            text
-        };
-        let _ = writeln!(
-            out,
-            "| {label} | {} | {} |",
-            col(System::Proxy),
-            col(System::Sentinel)
-        );
-    }
-
-    let _ = writeln!(
-        out,
-        "\nPer round:\n\n\
-         | system | round | ok | gap ms | kill -> first ack ms | kill -> ack by new master ms | errors | READONLY | reconnects | acked | lost (after kill) | acked by old master after kill | unattributed after kill | errors by kind | notes |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    );
-    let mut rounds_seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &results {
-        let n = rounds_seen.entry(r.system.short()).or_default();
-        *n += 1;
-        let kinds: Vec<String> = r.kinds.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} |",
-            r.system.short(),
-            n,
-            if r.ok { "yes" } else { "NO" },
-            r.longest_gap_ms,
-            opt_ms(r.kill_to_first_ack_ms),
-            opt_ms(r.kill_to_new_master_ack_ms),
-            r.errors,
-            r.readonly,
-            r.reconnects,
-            r.acked,
-            r.lost,
-            r.lost_after_kill,
-            r.acked_by_old_after_kill,
-            r.unattributed_after_kill,
-            kinds.join("; "),
-            r.note.trim_end_matches("; "),
-        );
-    }
+    let mut out = report(&results, &o, &bin, (&load_start, &load_end));
     let _ = writeln!(out, "\nTotal run time {:.0?}.", started.elapsed());
     print!("{out}");
     let _ = io::stdout().flush();
