@@ -1,6 +1,7 @@
 //! The data plane: listeners, client sessions and their upstream connections.
 
 pub mod command;
+pub mod command_table;
 pub mod listener;
 pub mod session;
 pub mod state;
