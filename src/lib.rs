@@ -143,6 +143,14 @@ pub async fn run(
             },
             commands: Default::default(),
         });
+        // Which commands may be re-sent after a failover, from the master itself.
+        tokio::spawn(proxy::command_table::keep_loaded(
+            context.commands.clone(),
+            context.route.clone(),
+            service.auth_pass.clone().map(|pass| (service.auth_user.clone(), pass)),
+            service.connect_timeout.0,
+            shutdown.clone(),
+        ));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(service = %service.name, listen = %addr, master = %context.route.borrow().master, "serving");
         }
