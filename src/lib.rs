@@ -147,7 +147,10 @@ pub async fn run(
         tokio::spawn(proxy::command_table::keep_loaded(
             context.commands.clone(),
             context.route.clone(),
-            service.auth_pass.clone().map(|pass| (service.auth_user.clone(), pass)),
+            service
+                .auth_pass
+                .clone()
+                .map(|pass| (service.auth_user.clone(), pass)),
             service.connect_timeout.0,
             shutdown.clone(),
         ));

@@ -264,11 +264,14 @@ impl Session {
                 self.poll_ready(cx, wants, &shutdown, timers, &mut route_wait)
             })
             .await?;
-            if ready.client_read {
-                self.on_client_readable()?;
-            }
+            // Upstream first: if the master is gone, requests read in the
+            // same wake-up are held instead of written into a dead socket
+            // (where they would count as "may have run").
             if ready.upstream_read {
                 self.on_upstream_readable()?;
+            }
+            if ready.client_read {
+                self.on_client_readable()?;
             }
             if ready.stop {
                 self.draining = true;
