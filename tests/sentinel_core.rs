@@ -299,14 +299,23 @@ impl World {
         let mut now = from;
         while now < until {
             now += 100;
-            self.now = now;
-            let mut queue = vec![Event::Tick];
-            while let Some(ev) = queue.pop() {
-                for a in core.handle(ev, now) {
-                    self.answer(a, &mut queue);
-                }
+            self.feed(core, Event::Tick, now);
+        }
+    }
+
+    /// Deliver `event` at `now` and answer every resulting action at once;
+    /// returns the actions the core produced along the way.
+    fn feed(&mut self, core: &mut Core, event: Event, now: u64) -> Vec<Action> {
+        self.now = now;
+        let mut all = Vec::new();
+        let mut queue = vec![event];
+        while let Some(ev) = queue.pop() {
+            for a in core.handle(ev, now) {
+                all.push(a.clone());
+                self.answer(a, &mut queue);
             }
         }
+        all
     }
 
     fn answer(&mut self, a: Action, queue: &mut Vec<Event>) {
@@ -375,6 +384,116 @@ fn a_successful_slaveof_no_one_is_confirmed_at_once() {
     // same step.
     assert!(promotion_delay[0] > 0, "{promotion_delay:?}");
     assert_eq!(promotion_delay[1], 0, "{promotion_delay:?}");
+}
+
+/// The ports of the links a batch of actions sends INFO on, in order.
+fn info_ports(actions: &[Action]) -> Vec<u16> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendInfo { link } => Some(link.addr.port),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_recheck_sends_info_to_the_master_and_every_replica_at_most_every_100ms() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    let recheck = || Event::Recheck {
+        master: "mymaster".into(),
+    };
+    let now = T0 + 2_050;
+    // Between INFO periods a tick asks nobody.
+    assert_eq!(
+        info_ports(&core.handle(Event::Tick, now)),
+        Vec::<u16>::new()
+    );
+    let out = core.handle(recheck(), now);
+    assert_eq!(info_ports(&out), [27000, 27001, 27002]);
+    // A flood of sessions asking: one round of INFO per 100 ms.
+    for dt in [0, 1, 50, 99] {
+        let out = core.handle(recheck(), now + dt);
+        assert_eq!(info_ports(&out), Vec::<u16>::new(), "{dt} ms later");
+    }
+    // The INFO just sent counts as in flight: the tick does not repeat it.
+    assert_eq!(
+        info_ports(&core.handle(Event::Tick, now + 60)),
+        Vec::<u16>::new()
+    );
+    assert_eq!(
+        info_ports(&core.handle(recheck(), now + 100)),
+        [27000, 27001, 27002]
+    );
+    // Unknown service: nothing.
+    let out = core.handle(
+        Event::Recheck {
+            master: "nope".into(),
+        },
+        now + 500,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // A replica whose link is down is not asked.
+    w.up.insert(27001, false);
+    core.handle(
+        Event::LinkDown {
+            link: LinkRef {
+                master: "mymaster".into(),
+                kind: InstanceKind::Replica,
+                addr: addr(27001),
+            },
+        },
+        now + 600,
+    );
+    assert_eq!(
+        info_ports(&core.handle(recheck(), now + 700)),
+        [27000, 27002]
+    );
+}
+
+#[test]
+fn a_recheck_shows_a_role_change_at_once_instead_of_at_the_next_info_period() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    // Someone else (another voter's FAILOVER TO) swapped master and replica.
+    w.role.insert(27002, None);
+    w.role.insert(27000, Some(27002));
+    w.role.insert(27001, Some(27002));
+    w.log.clear();
+    w.run(&mut core, T0 + 2_000, T0 + 3_000);
+    assert_eq!(
+        w.log,
+        Vec::<String>::new(),
+        "the periodic INFO is 10 s away"
+    );
+    let out = w.feed(
+        &mut core,
+        Event::Recheck {
+            master: "mymaster".into(),
+        },
+        T0 + 3_000,
+    );
+    let mut changes: Vec<String> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::PublishEvent { name, text } if name.ends_with("role-change") => {
+                Some(format!("{name} {text}"))
+            }
+            _ => None,
+        })
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            "-role-change master mymaster 127.0.0.1 27000 new reported role is slave",
+            "-role-change slave 127.0.0.1:27002 127.0.0.1 27002 @ mymaster 127.0.0.1 27000 \
+             new reported role is master",
+        ]
+    );
 }
 
 #[test]

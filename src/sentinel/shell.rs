@@ -232,14 +232,10 @@ impl Shell {
                 _ = tick.tick() => self.handle(Event::Tick),
                 Some(event) = events.recv() => self.on_link_event(event),
                 Some(call) = calls.recv() => self.on_call(call),
-                Some(service) = rechecks.recv() => self.recheck(&service),
+                // A session saw its master refuse a command (`-READONLY`, ...).
+                Some(master) = rechecks.recv() => self.handle(Event::Recheck { master }),
             }
         }
-    }
-
-    /// A session saw its master refuse a command (`-READONLY`, ...).
-    fn recheck(&mut self, service: &str) {
-        tracing::debug!(service, "re-check requested");
     }
 
     fn now(&self) -> u64 {

@@ -15,6 +15,10 @@ pub struct Timing {
     pub slave_reconf_timeout: u64,
     pub min_link_reconnect_period: u64,
     pub election_timeout: u64,
+    /// Least time between two re-checks of one master asked for by the
+    /// data plane ([`super::Event::Recheck`]): every session that hits a
+    /// demoted master asks, and one round of INFO answers them all.
+    pub recheck_period: u64,
 }
 
 impl Default for Timing {
@@ -29,6 +33,7 @@ impl Default for Timing {
             slave_reconf_timeout: 10_000,
             min_link_reconnect_period: 15_000,
             election_timeout: 10_000,
+            recheck_period: 100,
         }
     }
 }

@@ -309,6 +309,8 @@ pub(crate) struct Master {
     /// Address of the replica being promoted.
     pub promoted: Option<Addr>,
     pub last_route: Option<(Addr, u64)>,
+    /// When the data plane's last re-check of this master was acted on.
+    pub last_recheck: Option<u64>,
 }
 
 impl Master {

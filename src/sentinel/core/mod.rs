@@ -29,12 +29,14 @@
 //!   transaction for `SendSlaveOfNoOne` / `SendReconfigure`, honouring
 //!   rename-command; the replies need not be reported.
 //! * Publish `PublishEvent`s on the Sentinel port and feed `RouteChanged`
-//!   to the data plane's route watch.
+//!   to the data plane's route watch; pass the data plane's re-check
+//!   requests in as [`Event::Recheck`].
 //!
 //! Module map: `types` (boundary data), `instance` (per-instance state, PING,
 //! SDOWN), `info` (INFO parsing and the reactions to it), `hello` (gossip),
 //! `election` (is-master-down, votes, ODOWN), `failover` (the state machine,
-//! replica selection, switch), `tick` (the periodic timer and TILT),
+//! replica selection, switch), `recheck` (INFO on the data plane's demand),
+//! `tick` (the periodic timer and TILT),
 //! `config`, `persist` (durable state), `rng` (jitter).
 
 mod config;
@@ -44,6 +46,7 @@ mod hello;
 mod info;
 mod instance;
 mod persist;
+mod recheck;
 mod rng;
 mod tick;
 mod types;
@@ -195,6 +198,7 @@ impl Core {
                 forced: false,
                 promoted: None,
                 last_route: None,
+                last_recheck: None,
             };
             for r in mc.known_replicas {
                 if r != m.c.addr && !m.replicas.iter().any(|x| x.c.addr == r) {
@@ -384,6 +388,7 @@ impl Core {
                 let result = self.manual_failover(&master, now, &mut out);
                 out.push(Action::ManualFailoverReply { request, result });
             }
+            Event::Recheck { master } => self.recheck(&master, now, &mut out),
         }
         self.emit_routes(&mut out);
         if let Some(i) = self.g.persist_at.take() {

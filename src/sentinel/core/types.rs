@@ -156,6 +156,12 @@ pub enum Event {
         request: u64,
         master: String,
     },
+    /// A data-plane session got `-READONLY`, `-LOADING` or `-MASTERDOWN`
+    /// from what it took for `master`'s master: its instances may have
+    /// changed roles, so look now instead of at the next INFO period.
+    Recheck {
+        master: String,
+    },
 }
 
 /// Output of [`super::Core::handle`].
