@@ -268,6 +268,10 @@ struct World {
     /// When each logged event happened.
     times: Vec<(String, u64)>,
     now: u64,
+    /// SLAVEOF NO ONE is received but not carried out (the test does it).
+    hold_promotion: bool,
+    /// Every INFO asked for: (port, when).
+    infos: Vec<(u16, u64)>,
 }
 
 impl World {
@@ -296,9 +300,14 @@ impl World {
 
     /// Run ticks every 100 ms until `until`, answering every action at once.
     fn run(&mut self, core: &mut Core, from: u64, until: u64) {
+        self.run_every(core, from, until, 100);
+    }
+
+    /// Run ticks every `step` ms until `until`, answering every action at once.
+    fn run_every(&mut self, core: &mut Core, from: u64, until: u64, step: u64) {
         let mut now = from;
         while now < until {
-            now += 100;
+            now += step;
             self.feed(core, Event::Tick, now);
         }
     }
@@ -328,11 +337,14 @@ impl World {
                 reply: PingReply::Pong,
             }),
             Action::SendInfo { link } if self.up[&port(&link)] => {
+                self.infos.push((port(&link), self.now));
                 let info = InfoReport::parse(&self.info(port(&link)));
                 queue.push(Event::InfoReply { link, info });
             }
             Action::SendSlaveOfNoOne { link } => {
-                self.role.insert(port(&link), None);
+                if !self.hold_promotion {
+                    self.role.insert(port(&link), None);
+                }
                 if self.reply_slaveof {
                     queue.push(Event::SlaveOfReply { link, ok: true });
                 }
@@ -359,15 +371,17 @@ fn world() -> World {
         reply_slaveof: false,
         times: Vec::new(),
         now: 0,
+        hold_promotion: false,
+        infos: Vec::new(),
     }
 }
 
 #[test]
 fn a_successful_slaveof_no_one_is_confirmed_at_once() {
-    let at = |w: &World, name: &str| w.times.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
-    let mut promotion_delay = Vec::new();
-    for reply_slaveof in [false, true] {
-        let mut core = Core::new(config(1), T0).unwrap();
+    let delay = |reply_slaveof: bool, promotion_info_period: u64| {
+        let mut c = config(1);
+        c.timing.promotion_info_period = promotion_info_period;
+        let mut core = Core::new(c, T0).unwrap();
         let mut w = World {
             reply_slaveof,
             ..world()
@@ -375,15 +389,20 @@ fn a_successful_slaveof_no_one_is_confirmed_at_once() {
         w.run(&mut core, T0, T0 + 2_000);
         w.up.insert(27000, false);
         w.run(&mut core, T0 + 2_000, T0 + 12_000);
-        let sent = at(&w, "+failover-state-wait-promotion").expect("promotion started");
-        let confirmed = at(&w, "+promoted-slave").expect("promotion confirmed");
-        promotion_delay.push(confirmed - sent);
-    }
-    // Without the EXEC reply the promotion waits for the next INFO poll;
-    // with it, an INFO is sent at once and the promotion is confirmed in the
-    // same step.
-    assert!(promotion_delay[0] > 0, "{promotion_delay:?}");
-    assert_eq!(promotion_delay[1], 0, "{promotion_delay:?}");
+        let sent = logged_at(&w, "+failover-state-wait-promotion").expect("promotion started");
+        let confirmed = logged_at(&w, "+promoted-slave").expect("promotion confirmed");
+        confirmed - sent
+    };
+    // With Sentinel's 1 s poll, and without the EXEC reply, the promotion
+    // waits for the next INFO poll; with it, an INFO is sent at once and
+    // the promotion is confirmed in the same step.
+    assert!(delay(false, 1_000) > 0);
+    assert_eq!(delay(true, 1_000), 0);
+    // The fast poll of the replica being promoted sends INFO in the tick
+    // that sent SLAVEOF NO ONE (on the same link, so it is answered after
+    // the transaction): confirmed at once either way.
+    assert_eq!(delay(false, 15), 0);
+    assert_eq!(delay(true, 15), 0);
 }
 
 /// The ports of the links a batch of actions sends INFO on, in order.
@@ -494,6 +513,59 @@ fn a_recheck_shows_a_role_change_at_once_instead_of_at_the_next_info_period() {
              new reported role is master",
         ]
     );
+}
+
+/// When `name` was first logged.
+fn logged_at(w: &World, name: &str) -> Option<u64> {
+    w.times.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
+}
+
+#[test]
+fn the_replica_being_promoted_is_polled_every_20ms_and_the_promotion_seen_within_one_poll() {
+    let mut core = Core::new(config(1), T0).unwrap();
+    let mut w = World {
+        hold_promotion: true,
+        ..world()
+    };
+    w.run(&mut core, T0, T0 + 2_000);
+    w.up.insert(27000, false);
+    // The shell's 10 ms timer.
+    let mut now = T0 + 2_000;
+    while logged_at(&w, "+failover-state-wait-promotion").is_none() {
+        assert!(now < T0 + 12_000, "no promotion attempt: {:?}", w.log);
+        w.run_every(&mut core, now, now + 10, 10);
+        now += 10;
+    }
+    // The replica got SLAVEOF NO ONE but takes its time: INFO every 20 ms.
+    w.infos.clear();
+    w.run_every(&mut core, now, now + 200, 10);
+    let polls: Vec<u64> = w
+        .infos
+        .iter()
+        .filter(|(p, _)| *p == 27002)
+        .map(|(_, t)| *t - now)
+        .collect();
+    assert_eq!(polls, [20, 40, 60, 80, 100, 120, 140, 160, 180, 200]);
+    assert!(logged_at(&w, "+promoted-slave").is_none());
+    // It is master now: seen at the next poll, and our route moves.
+    now += 200;
+    w.role.insert(27002, None);
+    let promoted_at = now;
+    w.run_every(&mut core, now, now + 100, 10);
+    let seen = logged_at(&w, "+promoted-slave").expect("promotion seen");
+    assert!(
+        seen - promoted_at <= 20,
+        "seen {} ms after",
+        seen - promoted_at
+    );
+    assert_eq!(core.master("mymaster").unwrap().addr, addr(27002));
+    // Only the replica being promoted is polled that fast.
+    let others = w
+        .infos
+        .iter()
+        .filter(|(p, t)| *p != 27002 && *t > promoted_at - 200 && *t <= promoted_at)
+        .count();
+    assert!(others <= 2, "{:?}", w.infos);
 }
 
 #[test]

@@ -108,8 +108,11 @@ fn monitor_master(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action
     let name = m.name.as_str();
     let ma = &m.c.addr;
     let at = || format!("@ {name} {} {}", ma.ip, ma.port);
+    let promoting = m.failover_state == FailoverState::WaitPromotion;
     for r in &mut m.replicas {
-        let period = if fast_info || r.master_link_down_ms > 0 {
+        let period = if promoting && r.promoted {
+            t.promotion_info_period
+        } else if fast_info || r.master_link_down_ms > 0 {
             t.ping_period
         } else {
             t.info_period
