@@ -272,6 +272,21 @@ struct World {
     hold_promotion: bool,
     /// Every INFO asked for: (port, when).
     infos: Vec<(u16, u64)>,
+    /// How the master answers FAILOVER TO.
+    failover_to: FailoverTo,
+    /// Every role-changing command sent, as `<port>: <command>`.
+    commands: Vec<String>,
+}
+
+/// How a World master answers `FAILOVER TO`.
+#[derive(Clone, Debug, PartialEq)]
+enum FailoverTo {
+    /// Like Redis 6.2+ with a caught-up replica: hands over at once.
+    HandsOver,
+    /// An error reply (old Redis, renamed command, ...), nothing done.
+    Refused(String),
+    /// The command vanishes: no reply, nothing done.
+    Silent,
 }
 
 impl World {
@@ -342,6 +357,8 @@ impl World {
                 queue.push(Event::InfoReply { link, info });
             }
             Action::SendSlaveOfNoOne { link } => {
+                self.commands
+                    .push(format!("{}: SLAVEOF NO ONE", port(&link)));
                 if !self.hold_promotion {
                     self.role.insert(port(&link), None);
                 }
@@ -350,7 +367,38 @@ impl World {
                 }
             }
             Action::SendReconfigure { link, master } => {
+                self.commands
+                    .push(format!("{}: SLAVEOF {}", port(&link), master.port));
                 self.role.insert(port(&link), Some(master.port));
+            }
+            Action::SendFailoverTo {
+                link,
+                target,
+                timeout_ms,
+            } => {
+                let (me, to) = (port(&link), target.port);
+                self.commands
+                    .push(format!("{me}: FAILOVER TO {to} TIMEOUT {timeout_ms}"));
+                match self.failover_to.clone() {
+                    FailoverTo::HandsOver => {
+                        assert_eq!(self.role[&to], Some(me), "target follows the master");
+                        self.role.insert(me, Some(to));
+                        self.role.insert(to, None);
+                        queue.push(Event::FailoverToReply {
+                            link,
+                            result: Ok(()),
+                        });
+                    }
+                    FailoverTo::Refused(error) => queue.push(Event::FailoverToReply {
+                        link,
+                        result: Err(error),
+                    }),
+                    FailoverTo::Silent => {}
+                }
+            }
+            Action::SendConfigRewrite { link } => {
+                self.commands
+                    .push(format!("{}: CONFIG REWRITE", port(&link)));
             }
             Action::PublishEvent { name, .. } => {
                 self.times.push((name.clone(), self.now));
@@ -373,6 +421,8 @@ fn world() -> World {
         now: 0,
         hold_promotion: false,
         infos: Vec::new(),
+        failover_to: FailoverTo::HandsOver,
+        commands: Vec::new(),
     }
 }
 
@@ -612,6 +662,8 @@ fn single_voter_failover_matches_the_lab_sequence() {
         assert!(it.any(|s| s == e), "missing {e} in order; got {:?}", w.log);
     }
     assert_eq!(w.role[&27001], Some(27002));
+    // The master is down: Sentinel's way, never FAILOVER TO.
+    assert!(!w.log.iter().any(|e| e.contains("failover-to")));
 
     // The old master returns as a master and is demoted after the 8 s grace.
     w.up.insert(27000, true);
@@ -819,4 +871,250 @@ fn forged_hellos_are_dropped() {
         );
     }
     assert!(core.master("mymaster").unwrap().peers.is_empty());
+}
+
+/// Asks for `SENTINEL FAILOVER mymaster` at `now`; the reply must be OK.
+fn sentinel_failover(w: &mut World, core: &mut Core, now: u64) {
+    let out = w.feed(
+        core,
+        Event::ManualFailover {
+            request: 1,
+            master: "mymaster".into(),
+        },
+        now,
+    );
+    assert!(
+        out.contains(&Action::ManualFailoverReply {
+            request: 1,
+            result: Ok(())
+        }),
+        "{out:?}"
+    );
+}
+
+/// `expected` appear in `log` in this order (others may interleave).
+fn assert_in_order(log: &[String], expected: &[&str]) {
+    let mut it = log.iter();
+    for e in expected {
+        assert!(it.any(|s| s == e), "missing {e} in order; got {log:?}");
+    }
+}
+
+#[test]
+fn sentinel_failover_with_the_master_up_hands_over_with_failover_to() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    w.log.clear();
+    sentinel_failover(&mut w, &mut core, T0 + 2_000);
+    w.run_every(&mut core, T0 + 2_000, T0 + 60_000, 10);
+    assert_in_order(
+        &w.log,
+        &[
+            "+try-failover",
+            "+elected-leader",
+            "+failover-state-select-slave",
+            "+selected-slave",
+            "+failover-state-send-slaveof-noone",
+            "+failover-to",
+            "+failover-state-wait-promotion",
+            "+promoted-slave",
+            "+failover-state-reconf-slaves",
+            "+slave-reconf-sent",
+            "+slave-reconf-inprog",
+            "+slave-reconf-done",
+            "+failover-end",
+            "+switch-master",
+        ],
+    );
+    // FAILOVER TO replaces SLAVEOF NO ONE; the pause is capped at 5 s
+    // (failover_timeout is 20 s). The old master already follows the new
+    // one: nobody re-points it, neither the failover nor the checks after
+    // the switch (convert-to-slave, fix-slave-config), over 58 s.
+    assert_eq!(
+        w.commands,
+        [
+            "27000: FAILOVER TO 27002 TIMEOUT 5000",
+            "27002: CONFIG REWRITE",
+            "27000: CONFIG REWRITE",
+            "27001: SLAVEOF 27002",
+        ]
+    );
+    for quiet in [
+        "-failover-to-fallback",
+        "+convert-to-slave",
+        "+fix-slave-config",
+        "+sdown",
+        "-failover-abort-slave-timeout",
+    ] {
+        assert!(!w.log.iter().any(|e| e == quiet), "{quiet}: {:?}", w.log);
+    }
+    let m = core.master("mymaster").unwrap();
+    assert_eq!((m.addr.clone(), m.config_epoch), (addr(27002), 1));
+    assert_eq!(m.failover_state, FailoverState::None);
+    assert_eq!(m.replicas, [addr(27001), addr(27000)]);
+    assert_eq!(w.role[&27000], Some(27002));
+    assert_eq!(w.role[&27001], Some(27002));
+    // The promotion is seen by the 20 ms poll, at most two ticks later.
+    let sent = logged_at(&w, "+failover-to").unwrap();
+    let seen = logged_at(&w, "+promoted-slave").unwrap();
+    assert!(seen - sent <= 20, "{} ms", seen - sent);
+}
+
+#[test]
+fn a_refused_failover_to_falls_back_to_slaveof_no_one_at_once() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = World {
+        failover_to: FailoverTo::Refused(
+            "ERR unknown command 'FAILOVER', with args beginning with: 'TO' ".into(),
+        ),
+        ..world()
+    };
+    w.run(&mut core, T0, T0 + 2_000);
+    w.log.clear();
+    let mut texts = Vec::new();
+    let out = w.feed(
+        &mut core,
+        Event::ManualFailover {
+            request: 1,
+            master: "mymaster".into(),
+        },
+        T0 + 2_000,
+    );
+    texts.extend(out);
+    // A tick sends FAILOVER TO, gets the error and falls back, all in the
+    // same step.
+    let mut now = T0 + 2_000;
+    while w.commands.is_empty() {
+        now += 10;
+        assert!(now < T0 + 3_000, "no FAILOVER TO: {:?}", w.log);
+        texts.extend(w.feed(&mut core, Event::Tick, now));
+    }
+    assert_eq!(
+        w.commands[..2],
+        [
+            "27000: FAILOVER TO 27002 TIMEOUT 5000",
+            "27002: SLAVEOF NO ONE"
+        ]
+    );
+    let fallback = texts
+        .iter()
+        .find_map(|a| match a {
+            Action::PublishEvent { name, text } if name == "-failover-to-fallback" => {
+                Some(text.clone())
+            }
+            _ => None,
+        })
+        .expect("fallback event");
+    assert_eq!(
+        fallback,
+        "slave 127.0.0.1:27002 127.0.0.1 27002 @ mymaster 127.0.0.1 27000 FAILOVER TO refused: \
+         ERR unknown command 'FAILOVER', with args beginning with: 'TO'; falling back to SLAVEOF NO ONE"
+    );
+    w.run_every(&mut core, now, T0 + 60_000, 10);
+    assert_in_order(
+        &w.log,
+        &[
+            "+failover-to",
+            "-failover-to-fallback",
+            "+failover-state-wait-promotion",
+            "+promoted-slave",
+            "+failover-end",
+            "+switch-master",
+            // Sentinel's way: the old master stays a master until converted.
+            "+convert-to-slave",
+        ],
+    );
+    assert_eq!(
+        w.log.iter().filter(|e| *e == "+failover-to").count(),
+        1,
+        "one FAILOVER TO per attempt"
+    );
+    assert_eq!(core.master("mymaster").unwrap().addr, addr(27002));
+    assert_eq!(w.role[&27000], Some(27002));
+    assert_eq!(w.role[&27001], Some(27002));
+    assert!(!w.commands.iter().any(|c| c.contains("CONFIG REWRITE")));
+}
+
+#[test]
+fn failover_to_without_a_promotion_falls_back_after_its_timeout() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = World {
+        failover_to: FailoverTo::Silent,
+        ..world()
+    };
+    w.run(&mut core, T0, T0 + 2_000);
+    sentinel_failover(&mut w, &mut core, T0 + 2_000);
+    w.run_every(&mut core, T0 + 2_000, T0 + 30_000, 10);
+    let sent = logged_at(&w, "+failover-to").expect("FAILOVER TO sent");
+    let fell_back = logged_at(&w, "-failover-to-fallback").expect("fell back");
+    // Redis gives up at its 5 s TIMEOUT and resumes writes; we wait 1 s more.
+    assert!(
+        (6_000..=6_020).contains(&(fell_back - sent)),
+        "{} ms",
+        fell_back - sent
+    );
+    assert_eq!(
+        w.commands[..2],
+        [
+            "27000: FAILOVER TO 27002 TIMEOUT 5000",
+            "27002: SLAVEOF NO ONE"
+        ]
+    );
+    let m = core.master("mymaster").unwrap();
+    assert_eq!((m.addr.clone(), m.config_epoch), (addr(27002), 1));
+}
+
+#[test]
+fn failover_to_falls_back_when_the_master_link_drops_and_is_skipped_for_a_down_master() {
+    let master_link = LinkRef {
+        master: "mymaster".into(),
+        kind: InstanceKind::Master,
+        addr: addr(27000),
+    };
+    // The link drops while FAILOVER TO is in flight: no reply will come.
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = World {
+        failover_to: FailoverTo::Silent,
+        ..world()
+    };
+    w.run(&mut core, T0, T0 + 2_000);
+    sentinel_failover(&mut w, &mut core, T0 + 2_000);
+    w.run_every(&mut core, T0 + 2_000, T0 + 2_050, 10);
+    assert_eq!(w.commands, ["27000: FAILOVER TO 27002 TIMEOUT 5000"]);
+    w.up.insert(27000, false);
+    let out = w.feed(
+        &mut core,
+        Event::LinkDown {
+            link: master_link.clone(),
+        },
+        T0 + 2_060,
+    );
+    assert!(
+        out.contains(&Action::SendSlaveOfNoOne {
+            link: LinkRef {
+                master: "mymaster".into(),
+                kind: InstanceKind::Replica,
+                addr: addr(27002),
+            }
+        }),
+        "{out:?}"
+    );
+    assert!(w.log.contains(&"-failover-to-fallback".to_string()));
+
+    // A master that does not answer us is not asked to hand over.
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    w.up.insert(27000, false);
+    w.feed(&mut core, Event::LinkDown { link: master_link }, T0 + 2_000);
+    sentinel_failover(&mut w, &mut core, T0 + 2_010);
+    w.run_every(&mut core, T0 + 2_010, T0 + 20_000, 10);
+    assert_eq!(w.commands[0], "27002: SLAVEOF NO ONE");
+    assert!(
+        !w.log.iter().any(|e| e.contains("failover-to")),
+        "{:?}",
+        w.log
+    );
+    assert_eq!(core.master("mymaster").unwrap().addr, addr(27002));
 }

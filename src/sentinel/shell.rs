@@ -250,7 +250,8 @@ impl Shell {
             | Event::PingReply { link, .. }
             | Event::InfoReply { link, .. }
             | Event::IsMasterDownReply { link, .. }
-            | Event::SlaveOfReply { link, .. } => Some(link),
+            | Event::SlaveOfReply { link, .. }
+            | Event::FailoverToReply { link, .. } => Some(link),
             _ => None,
         };
         let current = link.is_none_or(|link| {
@@ -408,6 +409,12 @@ impl Shell {
                 Action::SendReconfigure { link, master } => {
                     self.send(&link, LinkRequest::Reconfigure(master))
                 }
+                Action::SendFailoverTo {
+                    link,
+                    target,
+                    timeout_ms,
+                } => self.send(&link, LinkRequest::FailoverTo { target, timeout_ms }),
+                Action::SendConfigRewrite { link } => self.send(&link, LinkRequest::ConfigRewrite),
                 Action::ReplyIsMasterDown {
                     request,
                     down,
@@ -430,6 +437,11 @@ impl Shell {
                             Err(refused) => crate::resp::reply::error(&refused.to_string()),
                         });
                     }
+                }
+                // A failover step that failed (an abort, a fallback) is
+                // what an operator must notice; the rest is the normal story.
+                Action::PublishEvent { name, text } if name.starts_with("-failover") => {
+                    tracing::warn!(event = %name, "{text}")
                 }
                 Action::PublishEvent { name, text } => tracing::info!(event = %name, "{text}"),
                 Action::RouteChanged {
