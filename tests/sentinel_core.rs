@@ -1118,3 +1118,58 @@ fn failover_to_falls_back_when_the_master_link_drops_and_is_skipped_for_a_down_m
     );
     assert_eq!(core.master("mymaster").unwrap().addr, addr(27002));
 }
+
+#[test]
+fn a_newer_config_supersedes_our_failover_even_when_it_names_our_old_master() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    sentinel_failover(&mut w, &mut core, T0 + 2_000);
+    let mut now = T0 + 2_000;
+    while logged_at(&w, "+failover-state-reconf-slaves").is_none() {
+        assert!(now < T0 + 5_000, "no promotion: {:?}", w.log);
+        w.run_every(&mut core, now, now + 10, 10);
+        now += 10;
+    }
+    let m = core.master("mymaster").unwrap();
+    assert_eq!(
+        (m.addr, m.config_epoch, m.failover_state),
+        (addr(27002), 1, FailoverState::ReconfSlaves)
+    );
+    // Before we finish, the new master dies and a peer fails over, in
+    // epoch 2, to our old master: a healthy replica since FAILOVER TO.
+    w.up.insert(27002, false);
+    w.role.insert(27000, None);
+    w.role.insert(27001, Some(27000));
+    // The peer's Sentinel port (we only need its hello).
+    w.up.insert(28001, false);
+    let hello = format!("127.0.0.1,28001,{PEER},2,mymaster,127.0.0.1,27000,2");
+    let out = core.handle(Event::HelloReceived { payload: hello }, now + 1);
+    let texts: Vec<String> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::PublishEvent { name, text } => Some(format!("{name} {text}")),
+            _ => None,
+        })
+        .collect();
+    for e in [
+        "-failover-abort-superseded master mymaster 127.0.0.1 27000",
+        "+switch-master mymaster 127.0.0.1 27002 127.0.0.1 27000",
+    ] {
+        assert!(texts.iter().any(|t| t == e), "{e} not in {texts:?}");
+    }
+    assert!(out.contains(&Action::RouteChanged {
+        master: "mymaster".into(),
+        addr: addr(27000),
+        config_epoch: 2
+    }));
+    let m = core.master("mymaster").unwrap();
+    assert_eq!(
+        (m.addr, m.config_epoch, m.failover_state),
+        (addr(27000), 2, FailoverState::None)
+    );
+    // And it stays there: our failover never comes back to epoch 1's master.
+    w.run(&mut core, now + 1, now + 40_000);
+    let m = core.master("mymaster").unwrap();
+    assert_eq!((m.addr, m.config_epoch), (addr(27000), 2));
+}
