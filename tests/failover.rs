@@ -6,13 +6,14 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use redis_protocol::resp2::types::OwnedFrame as Frame;
 
 use support::cluster::{
     self, FAILOVER_PATIENCE, RealSentinel, TempDir, Trio, VoterProxy, VoterSpec, config_epoch,
-    current_epoch_in, logged_event, master_addr_by_name, masters_among, poll, replica_of,
+    current_epoch_in, logged_event, master_addr_by_name, masters_among, poll, replica_of, role,
     sentinel_master, sentinel_myid, wait_discovered, wait_new_master, wait_same_epoch,
 };
 use support::{PATIENCE, free_port, proxy_binary, strings, text};
@@ -86,12 +87,16 @@ fn kill_9_of_the_master_promotes_a_replica_and_moves_every_voter() {
 fn sessions_on_the_old_master_move_when_the_route_moves() {
     let (trio, voters) = three_voters();
     let members = sentinel_addrs(&voters);
+    let old = trio.master.addr();
     let mut idle = voters[0].client();
     assert_eq!(text(&idle.cmd(&["SELECT", "3"])), "OK");
     assert_eq!(text(&idle.cmd(&["SET", "route:before", "v"])), "OK");
     let mut subscriber = voters[1].client();
     subscriber.cmd(&["SUBSCRIBE", "news"]);
 
+    // A planned failover: FAILOVER TO demotes the old master in the same
+    // step, and does not disconnect its clients; only the route tells the
+    // sessions.
     let reply = cluster::ask(members[0], &["SENTINEL", "FAILOVER", cluster::MASTER_NAME]);
     assert!(
         matches!(&reply, Ok(Frame::SimpleString(s)) if s == b"OK"),
@@ -117,7 +122,229 @@ fn sessions_on_the_old_master_move_when_the_route_moves() {
         strings(&subscriber.read_frame()),
         ["message", "news", "after"]
     );
+    assert_eq!(
+        replica_of(old),
+        Some(promoted),
+        "the old master was demoted by FAILOVER TO"
+    );
     writes_reach(&voters, promoted, "route-moved");
+}
+
+/// What a writer that SETs distinct keys straight to one Redis saw.
+struct Writes {
+    /// The `n` of every `SET switchover:<n>` answered `+OK`.
+    acked: Vec<u64>,
+    /// The reply (or failure) that stopped it.
+    ended: String,
+    ended_at: Instant,
+}
+
+/// SETs `switchover:0`, `switchover:1`, ... on one connection to `redis`
+/// until a reply is not `+OK` (a demoted master says `-READONLY`); tells
+/// `warm` once it has written a few hundred.
+fn write_until_refused(redis: SocketAddr, warm: mpsc::Sender<()>) -> Writes {
+    let stop = |acked, ended: String| Writes {
+        acked,
+        ended,
+        ended_at: Instant::now(),
+    };
+    let mut stream = match cluster::connect(redis) {
+        Ok(stream) => stream,
+        Err(e) => return stop(Vec::new(), e),
+    };
+    // A write paused by FAILOVER waits up to its TIMEOUT (5 s) for a reply.
+    if let Err(e) = stream.set_read_timeout(Some(Duration::from_secs(15))) {
+        return stop(Vec::new(), e.to_string());
+    }
+    let deadline = Instant::now() + FAILOVER_PATIENCE;
+    let mut acked = Vec::new();
+    for n in 0u64.. {
+        if Instant::now() > deadline {
+            return stop(acked, "still a master at the deadline".into());
+        }
+        let key = format!("switchover:{n}");
+        match cluster::ask_on(&mut stream, &["SET", &key, &n.to_string()]) {
+            Ok(Frame::SimpleString(s)) if s == b"OK" => acked.push(n),
+            Ok(Frame::Error(e)) => return stop(acked, e.to_string()),
+            other => return stop(acked, format!("{other:?}")),
+        }
+        if acked.len() == 300 {
+            let _ = warm.send(());
+        }
+    }
+    stop(acked, "ran out of numbers".into())
+}
+
+/// How many of `keys` exist on `redis` (EXISTS, in batches).
+fn count_existing(redis: SocketAddr, keys: &[u64]) -> u64 {
+    let mut stream = cluster::connect(redis).expect("connect to the new master");
+    let mut found = 0;
+    for batch in keys.chunks(500) {
+        let names: Vec<String> = batch.iter().map(|n| format!("switchover:{n}")).collect();
+        let mut args = vec!["EXISTS"];
+        args.extend(names.iter().map(String::as_str));
+        match cluster::ask_on(&mut stream, &args) {
+            Ok(Frame::Integer(n)) => found += u64::try_from(n).expect("a count"),
+            other => panic!("EXISTS on {redis}: {other:?}"),
+        }
+    }
+    found
+}
+
+/// When, after `t0`, the old master first said it is a replica, and each
+/// member first reported a master other than `old` (and which).
+struct Moves {
+    demoted: Duration,
+    routes: Vec<(Duration, SocketAddr)>,
+}
+
+/// Polls as fast as it can (a few ms per round) until the old master says
+/// "slave" and every member reports another master.
+fn watch_switchover(old: SocketAddr, members: &[SocketAddr], t0: Instant) -> Moves {
+    let mut demoted = None;
+    let mut routes: Vec<Option<(Duration, SocketAddr)>> = vec![None; members.len()];
+    let deadline = t0 + FAILOVER_PATIENCE;
+    loop {
+        if demoted.is_none() && role(old).as_deref() == Some("slave") {
+            demoted = Some(t0.elapsed());
+        }
+        for (route, &m) in routes.iter_mut().zip(members) {
+            if route.is_none()
+                && let Ok(addr) = master_addr_by_name(m)
+                && addr != old
+            {
+                *route = Some((t0.elapsed(), addr));
+            }
+        }
+        if let (Some(demoted), Some(routes)) = (demoted, routes.iter().copied().collect()) {
+            return Moves { demoted, routes };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "switchover not seen: old master demoted {demoted:?}, routes {routes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `SENTINEL FAILOVER` with the master up: FAILOVER TO demotes it in the
+/// step that promotes the replica, so a writer on the old master gets
+/// `-READONLY` instead of acknowledgements that a later demotion throws
+/// away. Every acknowledged write is on the new master.
+#[test]
+fn planned_switchover_demotes_the_old_master_at_once_and_loses_no_acknowledged_write() {
+    let (trio, voters) = three_voters();
+    let members = sentinel_addrs(&voters);
+    let old = trio.master.addr();
+    let (warm_tx, warm) = mpsc::channel();
+    let writer = std::thread::spawn(move || write_until_refused(old, warm_tx));
+    warm.recv_timeout(PATIENCE)
+        .expect("the writer to be writing to the master");
+
+    let t0 = Instant::now();
+    let reply = cluster::ask(members[0], &["SENTINEL", "FAILOVER", cluster::MASTER_NAME]);
+    assert!(
+        matches!(&reply, Ok(Frame::SimpleString(s)) if s == b"OK"),
+        "{reply:?}"
+    );
+    let moves = watch_switchover(old, &members, t0);
+    let promoted = moves.routes[0].1;
+    for (i, (_, addr)) in moves.routes.iter().enumerate() {
+        assert_eq!(*addr, promoted, "voter {i} moved to another master");
+    }
+    assert!(trio.replica_addrs().contains(&promoted), "{promoted}");
+
+    let writes = writer.join().expect("writer thread");
+    assert!(
+        writes.ended.starts_with("READONLY"),
+        "the writer stopped on {:?}, not -READONLY",
+        writes.ended
+    );
+    assert!(!writes.acked.is_empty());
+    let on_new_master = count_existing(promoted, &writes.acked);
+    assert_eq!(
+        on_new_master,
+        writes.acked.len() as u64,
+        "acknowledged writes missing on the new master {promoted}"
+    );
+
+    assert_eq!(
+        replica_of(old),
+        Some(promoted),
+        "the old master follows the new one"
+    );
+    wait_repointed(&trio, promoted);
+    wait_same_epoch(&members);
+    let leader_log = voters[0].stderr();
+    assert!(logged_event(&leader_log, "+failover-to"), "{leader_log}");
+    assert!(
+        !logged_event(&leader_log, "-failover-to-fallback"),
+        "{leader_log}"
+    );
+    for v in &voters {
+        let log = v.stderr();
+        assert!(!logged_event(&log, "+convert-to-slave"), "{log}");
+    }
+    writes_reach(&voters, promoted, "switchover");
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let peers: Vec<String> = moves.routes[1..]
+        .iter()
+        .map(|(d, _)| format!("{:.0} ms", ms(*d)))
+        .collect();
+    eprintln!(
+        "planned switchover, from SENTINEL FAILOVER: old master role:slave after {:.0} ms, \
+         writer got -READONLY after {:.0} ms, routes moved on the leader after {:.0} ms and on \
+         the peers after {}; {} acknowledged writes, all on the new master",
+        ms(moves.demoted),
+        ms(writes.ended_at.saturating_duration_since(t0)),
+        ms(moves.routes[0].0),
+        peers.join(", "),
+        writes.acked.len(),
+    );
+}
+
+/// The master cannot do FAILOVER (renamed away, as on Redis before 6.2):
+/// `SENTINEL FAILOVER` still completes, through SLAVEOF NO ONE, and the
+/// leader logs a warning that it fell back.
+#[test]
+fn planned_switchover_falls_back_to_slaveof_no_one_without_the_failover_command() {
+    let trio = Trio::start_with_master(&["--rename-command", "FAILOVER", ""]);
+    let spec = VoterSpec::new(trio.master.addr(), 2, "1s", "20s");
+    let voters: Vec<VoterProxy> = (0..3).map(|_| VoterProxy::start(&spec)).collect();
+    let members = sentinel_addrs(&voters);
+    wait_discovered(&members, 2);
+    let old = trio.master.addr();
+
+    let reply = cluster::ask(members[0], &["SENTINEL", "FAILOVER", cluster::MASTER_NAME]);
+    assert!(
+        matches!(&reply, Ok(Frame::SimpleString(s)) if s == b"OK"),
+        "{reply:?}"
+    );
+    let promoted = wait_new_master(&members, &trio.replica_addrs());
+    wait_repointed(&trio, promoted);
+    wait_same_epoch(&members);
+    let log = voters[0].stderr();
+    let fallback = log
+        .lines()
+        .find(|l| l.contains("-failover-to-fallback"))
+        .unwrap_or_else(|| panic!("no fallback logged:\n{log}"));
+    assert!(fallback.contains("WARN"), "{fallback}");
+    assert!(fallback.contains("unknown command"), "{fallback}");
+    assert!(
+        fallback.contains("falling back to SLAVEOF NO ONE"),
+        "{fallback}"
+    );
+    // Sentinel's way from there: the old master is converted later.
+    poll(
+        "the old master to be converted to a replica of the new one",
+        FAILOVER_PATIENCE,
+        || match replica_of(old) {
+            Some(m) if m == promoted => Ok(()),
+            m => Err(format!("{old} follows {m:?}")),
+        },
+    );
+    writes_reach(&voters, promoted, "fallback");
 }
 
 #[test]
@@ -611,8 +838,10 @@ fn manual_failover(members: &[Member], trio: &Trio, leader: usize) -> (SocketAdd
         vec![leader],
         "the member sent SENTINEL FAILOVER is the one that led it"
     );
-    // The old master is alive and still says "master": some member demotes
-    // it after Sentinel's convert-to-slave grace period (~8 s + INFO polling).
+    // The old master is alive. A proxy leader demotes it in the same step
+    // as the promotion (FAILOVER TO); after a real Sentinel's, it still says
+    // "master" and some member demotes it after Sentinel's convert-to-slave
+    // grace period (~8 s + INFO polling).
     poll(
         "the old master to be converted to a replica of the new one",
         FAILOVER_PATIENCE,

@@ -268,6 +268,25 @@ struct World {
     /// When each logged event happened.
     times: Vec<(String, u64)>,
     now: u64,
+    /// SLAVEOF NO ONE is received but not carried out (the test does it).
+    hold_promotion: bool,
+    /// Every INFO asked for: (port, when).
+    infos: Vec<(u16, u64)>,
+    /// How the master answers FAILOVER TO.
+    failover_to: FailoverTo,
+    /// Every role-changing command sent, as `<port>: <command>`.
+    commands: Vec<String>,
+}
+
+/// How a World master answers `FAILOVER TO`.
+#[derive(Clone, Debug, PartialEq)]
+enum FailoverTo {
+    /// Like Redis 6.2+ with a caught-up replica: hands over at once.
+    HandsOver,
+    /// An error reply (old Redis, renamed command, ...), nothing done.
+    Refused(String),
+    /// The command vanishes: no reply, nothing done.
+    Silent,
 }
 
 impl World {
@@ -296,17 +315,31 @@ impl World {
 
     /// Run ticks every 100 ms until `until`, answering every action at once.
     fn run(&mut self, core: &mut Core, from: u64, until: u64) {
+        self.run_every(core, from, until, 100);
+    }
+
+    /// Run ticks every `step` ms until `until`, answering every action at once.
+    fn run_every(&mut self, core: &mut Core, from: u64, until: u64, step: u64) {
         let mut now = from;
         while now < until {
-            now += 100;
-            self.now = now;
-            let mut queue = vec![Event::Tick];
-            while let Some(ev) = queue.pop() {
-                for a in core.handle(ev, now) {
-                    self.answer(a, &mut queue);
-                }
+            now += step;
+            self.feed(core, Event::Tick, now);
+        }
+    }
+
+    /// Deliver `event` at `now` and answer every resulting action at once;
+    /// returns the actions the core produced along the way.
+    fn feed(&mut self, core: &mut Core, event: Event, now: u64) -> Vec<Action> {
+        self.now = now;
+        let mut all = Vec::new();
+        let mut queue = vec![event];
+        while let Some(ev) = queue.pop() {
+            for a in core.handle(ev, now) {
+                all.push(a.clone());
+                self.answer(a, &mut queue);
             }
         }
+        all
     }
 
     fn answer(&mut self, a: Action, queue: &mut Vec<Event>) {
@@ -319,17 +352,53 @@ impl World {
                 reply: PingReply::Pong,
             }),
             Action::SendInfo { link } if self.up[&port(&link)] => {
+                self.infos.push((port(&link), self.now));
                 let info = InfoReport::parse(&self.info(port(&link)));
                 queue.push(Event::InfoReply { link, info });
             }
             Action::SendSlaveOfNoOne { link } => {
-                self.role.insert(port(&link), None);
+                self.commands
+                    .push(format!("{}: SLAVEOF NO ONE", port(&link)));
+                if !self.hold_promotion {
+                    self.role.insert(port(&link), None);
+                }
                 if self.reply_slaveof {
                     queue.push(Event::SlaveOfReply { link, ok: true });
                 }
             }
             Action::SendReconfigure { link, master } => {
+                self.commands
+                    .push(format!("{}: SLAVEOF {}", port(&link), master.port));
                 self.role.insert(port(&link), Some(master.port));
+            }
+            Action::SendFailoverTo {
+                link,
+                target,
+                timeout_ms,
+            } => {
+                let (me, to) = (port(&link), target.port);
+                self.commands
+                    .push(format!("{me}: FAILOVER TO {to} TIMEOUT {timeout_ms}"));
+                match self.failover_to.clone() {
+                    FailoverTo::HandsOver => {
+                        assert_eq!(self.role[&to], Some(me), "target follows the master");
+                        self.role.insert(me, Some(to));
+                        self.role.insert(to, None);
+                        queue.push(Event::FailoverToReply {
+                            link,
+                            result: Ok(()),
+                        });
+                    }
+                    FailoverTo::Refused(error) => queue.push(Event::FailoverToReply {
+                        link,
+                        result: Err(error),
+                    }),
+                    FailoverTo::Silent => {}
+                }
+            }
+            Action::SendConfigRewrite { link } => {
+                self.commands
+                    .push(format!("{}: CONFIG REWRITE", port(&link)));
             }
             Action::PublishEvent { name, .. } => {
                 self.times.push((name.clone(), self.now));
@@ -350,15 +419,19 @@ fn world() -> World {
         reply_slaveof: false,
         times: Vec::new(),
         now: 0,
+        hold_promotion: false,
+        infos: Vec::new(),
+        failover_to: FailoverTo::HandsOver,
+        commands: Vec::new(),
     }
 }
 
 #[test]
 fn a_successful_slaveof_no_one_is_confirmed_at_once() {
-    let at = |w: &World, name: &str| w.times.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
-    let mut promotion_delay = Vec::new();
-    for reply_slaveof in [false, true] {
-        let mut core = Core::new(config(1), T0).unwrap();
+    let delay = |reply_slaveof: bool, promotion_info_period: u64| {
+        let mut c = config(1);
+        c.timing.promotion_info_period = promotion_info_period;
+        let mut core = Core::new(c, T0).unwrap();
         let mut w = World {
             reply_slaveof,
             ..world()
@@ -366,15 +439,183 @@ fn a_successful_slaveof_no_one_is_confirmed_at_once() {
         w.run(&mut core, T0, T0 + 2_000);
         w.up.insert(27000, false);
         w.run(&mut core, T0 + 2_000, T0 + 12_000);
-        let sent = at(&w, "+failover-state-wait-promotion").expect("promotion started");
-        let confirmed = at(&w, "+promoted-slave").expect("promotion confirmed");
-        promotion_delay.push(confirmed - sent);
+        let sent = logged_at(&w, "+failover-state-wait-promotion").expect("promotion started");
+        let confirmed = logged_at(&w, "+promoted-slave").expect("promotion confirmed");
+        confirmed - sent
+    };
+    // With Sentinel's 1 s poll, and without the EXEC reply, the promotion
+    // waits for the next INFO poll; with it, an INFO is sent at once and
+    // the promotion is confirmed in the same step.
+    assert!(delay(false, 1_000) > 0);
+    assert_eq!(delay(true, 1_000), 0);
+    // The fast poll of the replica being promoted sends INFO in the tick
+    // that sent SLAVEOF NO ONE (on the same link, so it is answered after
+    // the transaction): confirmed at once either way.
+    assert_eq!(delay(false, 15), 0);
+    assert_eq!(delay(true, 15), 0);
+}
+
+/// The ports of the links a batch of actions sends INFO on, in order.
+fn info_ports(actions: &[Action]) -> Vec<u16> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendInfo { link } => Some(link.addr.port),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_recheck_sends_info_to_the_master_and_every_replica_at_most_every_100ms() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    let recheck = || Event::Recheck {
+        master: "mymaster".into(),
+    };
+    let now = T0 + 2_050;
+    // Between INFO periods a tick asks nobody.
+    assert_eq!(
+        info_ports(&core.handle(Event::Tick, now)),
+        Vec::<u16>::new()
+    );
+    let out = core.handle(recheck(), now);
+    assert_eq!(info_ports(&out), [27000, 27001, 27002]);
+    // A flood of sessions asking: one round of INFO per 100 ms.
+    for dt in [0, 1, 50, 99] {
+        let out = core.handle(recheck(), now + dt);
+        assert_eq!(info_ports(&out), Vec::<u16>::new(), "{dt} ms later");
     }
-    // Without the EXEC reply the promotion waits for the next INFO poll;
-    // with it, an INFO is sent at once and the promotion is confirmed in the
-    // same step.
-    assert!(promotion_delay[0] > 0, "{promotion_delay:?}");
-    assert_eq!(promotion_delay[1], 0, "{promotion_delay:?}");
+    // The INFO just sent counts as in flight: the tick does not repeat it.
+    assert_eq!(
+        info_ports(&core.handle(Event::Tick, now + 60)),
+        Vec::<u16>::new()
+    );
+    assert_eq!(
+        info_ports(&core.handle(recheck(), now + 100)),
+        [27000, 27001, 27002]
+    );
+    // Unknown service: nothing.
+    let out = core.handle(
+        Event::Recheck {
+            master: "nope".into(),
+        },
+        now + 500,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // A replica whose link is down is not asked.
+    w.up.insert(27001, false);
+    core.handle(
+        Event::LinkDown {
+            link: LinkRef {
+                master: "mymaster".into(),
+                kind: InstanceKind::Replica,
+                addr: addr(27001),
+            },
+        },
+        now + 600,
+    );
+    assert_eq!(
+        info_ports(&core.handle(recheck(), now + 700)),
+        [27000, 27002]
+    );
+}
+
+#[test]
+fn a_recheck_shows_a_role_change_at_once_instead_of_at_the_next_info_period() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    // Someone else (another voter's FAILOVER TO) swapped master and replica.
+    w.role.insert(27002, None);
+    w.role.insert(27000, Some(27002));
+    w.role.insert(27001, Some(27002));
+    w.log.clear();
+    w.run(&mut core, T0 + 2_000, T0 + 3_000);
+    assert_eq!(
+        w.log,
+        Vec::<String>::new(),
+        "the periodic INFO is 10 s away"
+    );
+    let out = w.feed(
+        &mut core,
+        Event::Recheck {
+            master: "mymaster".into(),
+        },
+        T0 + 3_000,
+    );
+    let mut changes: Vec<String> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::PublishEvent { name, text } if name.ends_with("role-change") => {
+                Some(format!("{name} {text}"))
+            }
+            _ => None,
+        })
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            "-role-change master mymaster 127.0.0.1 27000 new reported role is slave",
+            "-role-change slave 127.0.0.1:27002 127.0.0.1 27002 @ mymaster 127.0.0.1 27000 \
+             new reported role is master",
+        ]
+    );
+}
+
+/// When `name` was first logged.
+fn logged_at(w: &World, name: &str) -> Option<u64> {
+    w.times.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
+}
+
+#[test]
+fn the_replica_being_promoted_is_polled_every_20ms_and_the_promotion_seen_within_one_poll() {
+    let mut core = Core::new(config(1), T0).unwrap();
+    let mut w = World {
+        hold_promotion: true,
+        ..world()
+    };
+    w.run(&mut core, T0, T0 + 2_000);
+    w.up.insert(27000, false);
+    // The shell's 10 ms timer.
+    let mut now = T0 + 2_000;
+    while logged_at(&w, "+failover-state-wait-promotion").is_none() {
+        assert!(now < T0 + 12_000, "no promotion attempt: {:?}", w.log);
+        w.run_every(&mut core, now, now + 10, 10);
+        now += 10;
+    }
+    // The replica got SLAVEOF NO ONE but takes its time: INFO every 20 ms.
+    w.infos.clear();
+    w.run_every(&mut core, now, now + 200, 10);
+    let polls: Vec<u64> = w
+        .infos
+        .iter()
+        .filter(|(p, _)| *p == 27002)
+        .map(|(_, t)| *t - now)
+        .collect();
+    assert_eq!(polls, [20, 40, 60, 80, 100, 120, 140, 160, 180, 200]);
+    assert!(logged_at(&w, "+promoted-slave").is_none());
+    // It is master now: seen at the next poll, and our route moves.
+    now += 200;
+    w.role.insert(27002, None);
+    let promoted_at = now;
+    w.run_every(&mut core, now, now + 100, 10);
+    let seen = logged_at(&w, "+promoted-slave").expect("promotion seen");
+    assert!(
+        seen - promoted_at <= 20,
+        "seen {} ms after",
+        seen - promoted_at
+    );
+    assert_eq!(core.master("mymaster").unwrap().addr, addr(27002));
+    // Only the replica being promoted is polled that fast.
+    let others = w
+        .infos
+        .iter()
+        .filter(|(p, t)| *p != 27002 && *t > promoted_at - 200 && *t <= promoted_at)
+        .count();
+    assert!(others <= 2, "{:?}", w.infos);
 }
 
 #[test]
@@ -421,6 +662,8 @@ fn single_voter_failover_matches_the_lab_sequence() {
         assert!(it.any(|s| s == e), "missing {e} in order; got {:?}", w.log);
     }
     assert_eq!(w.role[&27001], Some(27002));
+    // The master is down: Sentinel's way, never FAILOVER TO.
+    assert!(!w.log.iter().any(|e| e.contains("failover-to")));
 
     // The old master returns as a master and is demoted after the 8 s grace.
     w.up.insert(27000, true);
@@ -628,4 +871,305 @@ fn forged_hellos_are_dropped() {
         );
     }
     assert!(core.master("mymaster").unwrap().peers.is_empty());
+}
+
+/// Asks for `SENTINEL FAILOVER mymaster` at `now`; the reply must be OK.
+fn sentinel_failover(w: &mut World, core: &mut Core, now: u64) {
+    let out = w.feed(
+        core,
+        Event::ManualFailover {
+            request: 1,
+            master: "mymaster".into(),
+        },
+        now,
+    );
+    assert!(
+        out.contains(&Action::ManualFailoverReply {
+            request: 1,
+            result: Ok(())
+        }),
+        "{out:?}"
+    );
+}
+
+/// `expected` appear in `log` in this order (others may interleave).
+fn assert_in_order(log: &[String], expected: &[&str]) {
+    let mut it = log.iter();
+    for e in expected {
+        assert!(it.any(|s| s == e), "missing {e} in order; got {log:?}");
+    }
+}
+
+#[test]
+fn sentinel_failover_with_the_master_up_hands_over_with_failover_to() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    w.log.clear();
+    sentinel_failover(&mut w, &mut core, T0 + 2_000);
+    w.run_every(&mut core, T0 + 2_000, T0 + 60_000, 10);
+    assert_in_order(
+        &w.log,
+        &[
+            "+try-failover",
+            "+elected-leader",
+            "+failover-state-select-slave",
+            "+selected-slave",
+            "+failover-state-send-slaveof-noone",
+            "+failover-to",
+            "+failover-state-wait-promotion",
+            "+promoted-slave",
+            "+failover-state-reconf-slaves",
+            "+slave-reconf-sent",
+            "+slave-reconf-inprog",
+            "+slave-reconf-done",
+            "+failover-end",
+            "+switch-master",
+        ],
+    );
+    // FAILOVER TO replaces SLAVEOF NO ONE; the pause is capped at 5 s
+    // (failover_timeout is 20 s). The old master already follows the new
+    // one: nobody re-points it, neither the failover nor the checks after
+    // the switch (convert-to-slave, fix-slave-config), over 58 s.
+    assert_eq!(
+        w.commands,
+        [
+            "27000: FAILOVER TO 27002 TIMEOUT 5000",
+            "27002: CONFIG REWRITE",
+            "27000: CONFIG REWRITE",
+            "27001: SLAVEOF 27002",
+        ]
+    );
+    for quiet in [
+        "-failover-to-fallback",
+        "+convert-to-slave",
+        "+fix-slave-config",
+        "+sdown",
+        "-failover-abort-slave-timeout",
+    ] {
+        assert!(!w.log.iter().any(|e| e == quiet), "{quiet}: {:?}", w.log);
+    }
+    let m = core.master("mymaster").unwrap();
+    assert_eq!((m.addr.clone(), m.config_epoch), (addr(27002), 1));
+    assert_eq!(m.failover_state, FailoverState::None);
+    assert_eq!(m.replicas, [addr(27001), addr(27000)]);
+    assert_eq!(w.role[&27000], Some(27002));
+    assert_eq!(w.role[&27001], Some(27002));
+    // The promotion is seen by the 20 ms poll, at most two ticks later.
+    let sent = logged_at(&w, "+failover-to").unwrap();
+    let seen = logged_at(&w, "+promoted-slave").unwrap();
+    assert!(seen - sent <= 20, "{} ms", seen - sent);
+}
+
+#[test]
+fn a_refused_failover_to_falls_back_to_slaveof_no_one_at_once() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = World {
+        failover_to: FailoverTo::Refused(
+            "ERR unknown command 'FAILOVER', with args beginning with: 'TO' ".into(),
+        ),
+        ..world()
+    };
+    w.run(&mut core, T0, T0 + 2_000);
+    w.log.clear();
+    let mut texts = Vec::new();
+    let out = w.feed(
+        &mut core,
+        Event::ManualFailover {
+            request: 1,
+            master: "mymaster".into(),
+        },
+        T0 + 2_000,
+    );
+    texts.extend(out);
+    // A tick sends FAILOVER TO, gets the error and falls back, all in the
+    // same step.
+    let mut now = T0 + 2_000;
+    while w.commands.is_empty() {
+        now += 10;
+        assert!(now < T0 + 3_000, "no FAILOVER TO: {:?}", w.log);
+        texts.extend(w.feed(&mut core, Event::Tick, now));
+    }
+    assert_eq!(
+        w.commands[..2],
+        [
+            "27000: FAILOVER TO 27002 TIMEOUT 5000",
+            "27002: SLAVEOF NO ONE"
+        ]
+    );
+    let fallback = texts
+        .iter()
+        .find_map(|a| match a {
+            Action::PublishEvent { name, text } if name == "-failover-to-fallback" => {
+                Some(text.clone())
+            }
+            _ => None,
+        })
+        .expect("fallback event");
+    assert_eq!(
+        fallback,
+        "slave 127.0.0.1:27002 127.0.0.1 27002 @ mymaster 127.0.0.1 27000 FAILOVER TO refused: \
+         ERR unknown command 'FAILOVER', with args beginning with: 'TO'; falling back to SLAVEOF NO ONE"
+    );
+    w.run_every(&mut core, now, T0 + 60_000, 10);
+    assert_in_order(
+        &w.log,
+        &[
+            "+failover-to",
+            "-failover-to-fallback",
+            "+failover-state-wait-promotion",
+            "+promoted-slave",
+            "+failover-end",
+            "+switch-master",
+            // Sentinel's way: the old master stays a master until converted.
+            "+convert-to-slave",
+        ],
+    );
+    assert_eq!(
+        w.log.iter().filter(|e| *e == "+failover-to").count(),
+        1,
+        "one FAILOVER TO per attempt"
+    );
+    assert_eq!(core.master("mymaster").unwrap().addr, addr(27002));
+    assert_eq!(w.role[&27000], Some(27002));
+    assert_eq!(w.role[&27001], Some(27002));
+    assert!(!w.commands.iter().any(|c| c.contains("CONFIG REWRITE")));
+}
+
+#[test]
+fn failover_to_without_a_promotion_falls_back_after_its_timeout() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = World {
+        failover_to: FailoverTo::Silent,
+        ..world()
+    };
+    w.run(&mut core, T0, T0 + 2_000);
+    sentinel_failover(&mut w, &mut core, T0 + 2_000);
+    w.run_every(&mut core, T0 + 2_000, T0 + 30_000, 10);
+    let sent = logged_at(&w, "+failover-to").expect("FAILOVER TO sent");
+    let fell_back = logged_at(&w, "-failover-to-fallback").expect("fell back");
+    // Redis gives up at its 5 s TIMEOUT and resumes writes; we wait 1 s more.
+    assert!(
+        (6_000..=6_020).contains(&(fell_back - sent)),
+        "{} ms",
+        fell_back - sent
+    );
+    assert_eq!(
+        w.commands[..2],
+        [
+            "27000: FAILOVER TO 27002 TIMEOUT 5000",
+            "27002: SLAVEOF NO ONE"
+        ]
+    );
+    let m = core.master("mymaster").unwrap();
+    assert_eq!((m.addr.clone(), m.config_epoch), (addr(27002), 1));
+}
+
+#[test]
+fn failover_to_falls_back_when_the_master_link_drops_and_is_skipped_for_a_down_master() {
+    let master_link = LinkRef {
+        master: "mymaster".into(),
+        kind: InstanceKind::Master,
+        addr: addr(27000),
+    };
+    // The link drops while FAILOVER TO is in flight: no reply will come.
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = World {
+        failover_to: FailoverTo::Silent,
+        ..world()
+    };
+    w.run(&mut core, T0, T0 + 2_000);
+    sentinel_failover(&mut w, &mut core, T0 + 2_000);
+    w.run_every(&mut core, T0 + 2_000, T0 + 2_050, 10);
+    assert_eq!(w.commands, ["27000: FAILOVER TO 27002 TIMEOUT 5000"]);
+    w.up.insert(27000, false);
+    let out = w.feed(
+        &mut core,
+        Event::LinkDown {
+            link: master_link.clone(),
+        },
+        T0 + 2_060,
+    );
+    assert!(
+        out.contains(&Action::SendSlaveOfNoOne {
+            link: LinkRef {
+                master: "mymaster".into(),
+                kind: InstanceKind::Replica,
+                addr: addr(27002),
+            }
+        }),
+        "{out:?}"
+    );
+    assert!(w.log.contains(&"-failover-to-fallback".to_string()));
+
+    // A master that does not answer us is not asked to hand over.
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    w.up.insert(27000, false);
+    w.feed(&mut core, Event::LinkDown { link: master_link }, T0 + 2_000);
+    sentinel_failover(&mut w, &mut core, T0 + 2_010);
+    w.run_every(&mut core, T0 + 2_010, T0 + 20_000, 10);
+    assert_eq!(w.commands[0], "27002: SLAVEOF NO ONE");
+    assert!(
+        !w.log.iter().any(|e| e.contains("failover-to")),
+        "{:?}",
+        w.log
+    );
+    assert_eq!(core.master("mymaster").unwrap().addr, addr(27002));
+}
+
+#[test]
+fn a_newer_config_supersedes_our_failover_even_when_it_names_our_old_master() {
+    let mut core = Core::new(config(2), T0).unwrap();
+    let mut w = world();
+    w.run(&mut core, T0, T0 + 2_000);
+    sentinel_failover(&mut w, &mut core, T0 + 2_000);
+    let mut now = T0 + 2_000;
+    while logged_at(&w, "+failover-state-reconf-slaves").is_none() {
+        assert!(now < T0 + 5_000, "no promotion: {:?}", w.log);
+        w.run_every(&mut core, now, now + 10, 10);
+        now += 10;
+    }
+    let m = core.master("mymaster").unwrap();
+    assert_eq!(
+        (m.addr, m.config_epoch, m.failover_state),
+        (addr(27002), 1, FailoverState::ReconfSlaves)
+    );
+    // Before we finish, the new master dies and a peer fails over, in
+    // epoch 2, to our old master: a healthy replica since FAILOVER TO.
+    w.up.insert(27002, false);
+    w.role.insert(27000, None);
+    w.role.insert(27001, Some(27000));
+    // The peer's Sentinel port (we only need its hello).
+    w.up.insert(28001, false);
+    let hello = format!("127.0.0.1,28001,{PEER},2,mymaster,127.0.0.1,27000,2");
+    let out = core.handle(Event::HelloReceived { payload: hello }, now + 1);
+    let texts: Vec<String> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::PublishEvent { name, text } => Some(format!("{name} {text}")),
+            _ => None,
+        })
+        .collect();
+    for e in [
+        "-failover-abort-superseded master mymaster 127.0.0.1 27000",
+        "+switch-master mymaster 127.0.0.1 27002 127.0.0.1 27000",
+    ] {
+        assert!(texts.iter().any(|t| t == e), "{e} not in {texts:?}");
+    }
+    assert!(out.contains(&Action::RouteChanged {
+        master: "mymaster".into(),
+        addr: addr(27000),
+        config_epoch: 2
+    }));
+    let m = core.master("mymaster").unwrap();
+    assert_eq!(
+        (m.addr, m.config_epoch, m.failover_state),
+        (addr(27000), 2, FailoverState::None)
+    );
+    // And it stays there: our failover never comes back to epoch 1's master.
+    w.run(&mut core, now + 1, now + 40_000);
+    let m = core.master("mymaster").unwrap();
+    assert_eq!((m.addr, m.config_epoch), (addr(27000), 2));
 }

@@ -1,7 +1,10 @@
 //! Deterministic simulation of N voters and three Redis instances under a
 //! seeded, hostile network: delay, loss, reordering, partitions, voter
 //! crashes (also half-way through executing a batch of actions), restarts
-//! from persisted state, stalls and clock jumps (TILT).
+//! from persisted state, stalls and clock jumps (TILT). The master dies,
+//! dies and returns, is isolated, or stays up while an operator's
+//! `SENTINEL FAILOVER` hands over with `FAILOVER TO` (which the simulated
+//! Redis may refuse, or give up on, so the fallback runs too).
 //!
 //! Safety invariants are checked after every step; liveness (a failover
 //! completes and everyone agrees) is checked after the network heals.
@@ -79,6 +82,9 @@ struct Redis {
     link_down_since: u64,
     offset: u64,
     priority: u32,
+    /// A `FAILOVER TO` under way: (target, when Redis gives up). Writes are
+    /// paused meanwhile (the offset stands still).
+    handover: Option<(Addr, u64)>,
 }
 
 struct Voter {
@@ -110,6 +116,8 @@ enum RedisCmd {
     Publish(String),
     SlaveOfNoOne,
     SlaveOf(Addr),
+    FailoverTo { target: Addr, timeout_ms: u64 },
+    ConfigRewrite,
 }
 
 #[derive(Clone, Debug)]
@@ -210,6 +218,9 @@ enum MasterFate {
     Returns,
     /// Never dies, but is cut off from all voters for a while.
     Isolated,
+    /// Stays up; an operator sends `SENTINEL FAILOVER` to one voter, which
+    /// hands over with `FAILOVER TO` (or falls back to `SLAVEOF NO ONE`).
+    Switchover,
 }
 
 struct Sim {
@@ -261,6 +272,7 @@ impl Sim {
                 link_down_since: 0,
                 offset: 0,
                 priority: if rng.chance(0.3) { 50 } else { 100 },
+                handover: None,
             })
             .collect();
         let voters: Vec<Voter> = (0..n)
@@ -284,10 +296,11 @@ impl Sim {
             })
             .collect();
         let quorum = if n == 3 { 2 } else { rng.range(2, 3) as u32 };
-        let fate = match rng.below(4) {
+        let fate = match rng.below(5) {
             0 | 1 => MasterFate::Dies,
             2 => MasterFate::Returns,
-            _ => MasterFate::Isolated,
+            3 => MasterFate::Isolated,
+            _ => MasterFate::Switchover,
         };
         let kill_at = rng.range(8_000, 15_000);
         let heal_at = kill_at + rng.range(15_000, 40_000);
@@ -445,11 +458,20 @@ impl Sim {
         self.check_liveness()
     }
 
-    fn master_event(&mut self) {
+    fn master_event(&mut self) -> SimResult {
         match self.fate {
             MasterFate::Dies | MasterFate::Returns => {
                 self.log("KILL master 10.0.0.1".into());
                 self.kill_redis(0);
+            }
+            MasterFate::Switchover => {
+                let v = self.rng.below(self.voters.len() as u64) as usize;
+                self.log(format!("SENTINEL FAILOVER to voter {v}"));
+                let ev = Event::ManualFailover {
+                    request: 0,
+                    master: MASTER.into(),
+                };
+                return self.feed(v, ev);
             }
             MasterFate::Isolated => {
                 self.log("ISOLATE master 10.0.0.1".into());
@@ -460,6 +482,7 @@ impl Sim {
                 self.schedule(at - self.now, None, None, Msg::Unisolate);
             }
         }
+        Ok(())
     }
 
     /// A Redis process restarts with the role it had (its config file was
@@ -475,6 +498,8 @@ impl Sim {
         x.run_id = run_id;
         x.link_up = false;
         x.link_down_since = self.now;
+        // A handover does not survive a restart (nor does its pause).
+        x.handover = None;
     }
 
     fn kill_redis(&mut self, r: usize) {
@@ -484,10 +509,7 @@ impl Sim {
 
     fn dispatch(&mut self, msg: Msg) -> SimResult {
         match msg {
-            Msg::MasterFails => {
-                self.master_event();
-                Ok(())
-            }
+            Msg::MasterFails => self.master_event(),
             Msg::Unisolate => {
                 self.log("UNISOLATE master".into());
                 self.rgroup[0] = 0;
@@ -864,7 +886,25 @@ impl Sim {
             Action::SendReconfigure { link, master } => {
                 self.on_link(v, link, RedisCmd::SlaveOf(master), PeerCmd::Ping);
             }
-            Action::PublishEvent { .. } | Action::ManualFailoverReply { .. } => {}
+            Action::SendFailoverTo {
+                link,
+                target,
+                timeout_ms,
+            } => {
+                let cmd = RedisCmd::FailoverTo { target, timeout_ms };
+                self.on_link(v, link, cmd, PeerCmd::Ping);
+            }
+            Action::SendConfigRewrite { link } => {
+                self.on_link(v, link, RedisCmd::ConfigRewrite, PeerCmd::Ping);
+            }
+            Action::ManualFailoverReply { result, .. } => {
+                let key = match result {
+                    Ok(()) => "(sim) SENTINEL FAILOVER accepted".to_string(),
+                    Err(e) => format!("(sim) SENTINEL FAILOVER refused: {e}"),
+                };
+                *self.stats.entry(key).or_default() += 1;
+            }
+            Action::PublishEvent { .. } => {}
             Action::RouteChanged {
                 addr, config_epoch, ..
             } => {
@@ -1013,6 +1053,13 @@ impl Sim {
                     self.send(from, Node::Voter(w), msg);
                 }
             }
+            // Redis refuses REPLICAOF while it hands over.
+            RedisCmd::SlaveOfNoOne | RedisCmd::SlaveOf(_) if self.redis[r].handover.is_some() => {
+                self.log(format!(
+                    "REDIS {} refuses {cmd:?} while handing over (from v{v})",
+                    self.redis[r].addr
+                ));
+            }
             RedisCmd::SlaveOfNoOne => {
                 self.log(format!(
                     "REDIS {} SLAVEOF NO ONE (from v{v})",
@@ -1022,6 +1069,22 @@ impl Sim {
                 x.role = RRole::Master;
                 x.link_up = false;
             }
+            RedisCmd::FailoverTo { target, timeout_ms } => {
+                let result = self.failover_to(r, &target, timeout_ms);
+                self.log(format!(
+                    "REDIS {} FAILOVER TO {target} (from v{v}): {result:?}",
+                    self.redis[r].addr
+                ));
+                let event = Event::FailoverToReply { link, result };
+                let msg = Msg::LinkReply {
+                    v,
+                    addr,
+                    lgen,
+                    event,
+                };
+                self.send(from, to, msg);
+            }
+            RedisCmd::ConfigRewrite => {}
             RedisCmd::SlaveOf(m) => {
                 self.log(format!(
                     "REDIS {} SLAVEOF {m} (from v{v})",
@@ -1037,12 +1100,66 @@ impl Sim {
         }
     }
 
+    /// `FAILOVER TO` as Redis 6.2+ checks it (`failoverCommand`); some
+    /// instances are too old to know it. On success, writes pause and the
+    /// handover is carried out by `redis_tick`.
+    fn failover_to(&mut self, r: usize, target: &Addr, timeout_ms: u64) -> Result<(), String> {
+        if self.rng.chance(0.1) {
+            return Err("ERR unknown command 'FAILOVER'".into());
+        }
+        let me = &self.redis[r];
+        if me.handover.is_some() {
+            return Err("ERR FAILOVER already in progress.".into());
+        }
+        if me.role != RRole::Master {
+            return Err("ERR FAILOVER is not valid when server is a replica.".into());
+        }
+        let online = self.redis.iter().any(|t| {
+            t.addr == *target && t.alive && t.link_up && t.role == RRole::Replica(me.addr.clone())
+        });
+        if !online {
+            return Err("ERR FAILOVER target HOST and PORT is not a replica.".into());
+        }
+        self.redis[r].handover = Some((target.clone(), self.now + timeout_ms));
+        Ok(())
+    }
+
+    /// A master handing over: once its target has every write (the pause
+    /// stops the offset), it becomes the target's replica and the target
+    /// master, in one step; past the timeout it gives up and writes resume.
+    fn handover_step(&mut self, r: usize) {
+        let Some((target, deadline)) = self.redis[r].handover.clone() else {
+            return;
+        };
+        let me = self.redis[r].addr.clone();
+        let offset = self.redis[r].offset;
+        let Some(t) = self.redis.iter().position(|x| x.addr == target) else {
+            return;
+        };
+        let caught_up = {
+            let x = &self.redis[t];
+            x.alive && x.link_up && x.role == RRole::Replica(me.clone()) && x.offset == offset
+        };
+        if caught_up {
+            self.log(format!("REDIS {me} handed over to {target}"));
+            self.redis[t].role = RRole::Master;
+            let x = &mut self.redis[r];
+            x.role = RRole::Replica(target);
+            x.handover = None;
+        } else if self.now >= deadline {
+            self.log(format!("REDIS {me} gave up handing over to {target}"));
+            self.redis[r].handover = None;
+        }
+    }
+
     fn redis_tick(&mut self) {
         for i in 0..self.redis.len() {
             if !self.redis[i].alive {
                 continue;
             }
+            self.handover_step(i);
             match self.redis[i].role.clone() {
+                RRole::Master if self.redis[i].handover.is_some() => {}
                 RRole::Master => self.redis[i].offset += 100,
                 RRole::Replica(up) => {
                     let upstream = self.redis.iter().find(|x| x.addr == up && x.alive);
@@ -1115,8 +1232,13 @@ impl Sim {
         }
         let n = self.voters.len();
         let stall_ok = self.now + 31_000 < self.heal_at;
+        // `SENTINEL FAILOVER` skips the election by design (as Sentinel's
+        // does): a voter cut off from the others but not from the master
+        // would hand over in an epoch a majority may elect someone else in.
+        // That is the operator's command, not a fault to survive.
+        let partition_ok = !self.partitioned && self.fate != MasterFate::Switchover;
         match self.rng.below(10) {
-            0..=2 if !self.partitioned => {
+            0..=2 if partition_ok => {
                 self.partitioned = true;
                 if self.rng.chance(0.5) {
                     let lone = self.rng.below(n as u64) as usize;

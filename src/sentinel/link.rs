@@ -45,6 +45,11 @@ pub enum LinkRequest {
     },
     SlaveOfNoOne,
     Reconfigure(Addr),
+    FailoverTo {
+        target: Addr,
+        timeout_ms: u64,
+    },
+    ConfigRewrite,
 }
 
 /// What every link shares.
@@ -140,6 +145,7 @@ enum Expect {
     Info,
     IsMasterDown,
     SlaveOfExec,
+    FailoverTo,
 }
 
 async fn serve(
@@ -277,6 +283,18 @@ fn encode_request(request: LinkRequest, out: &mut BytesMut, pending: &mut VecDeq
             ],
             Expect::IsMasterDown,
         ),
+        LinkRequest::FailoverTo { target, timeout_ms } => command(
+            &[
+                "FAILOVER",
+                "TO",
+                &target.ip,
+                &target.port.to_string(),
+                "TIMEOUT",
+                &timeout_ms.to_string(),
+            ],
+            Expect::FailoverTo,
+        ),
+        LinkRequest::ConfigRewrite => command(&["CONFIG", "REWRITE"], Expect::Ignore),
         LinkRequest::SlaveOfNoOne | LinkRequest::Reconfigure(_) => {
             // The transaction of Sentinel's sentinelSendSlaveOf, replies discarded
             // except EXEC's.
@@ -342,6 +360,14 @@ fn reply_event(link: &LinkRef, expect: Expect, frame: &BytesFrame) -> Option<Eve
             link,
             ok: matches!(frame, BytesFrame::Array(_)),
         }),
+        Expect::FailoverTo => {
+            let result = match frame {
+                BytesFrame::SimpleString(_) => Ok(()),
+                BytesFrame::Error(_) => Err(frame_text(frame).unwrap_or_default()),
+                _ => Err("unexpected reply type".to_owned()),
+            };
+            Some(Event::FailoverToReply { link, result })
+        }
     }
 }
 

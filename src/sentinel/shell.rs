@@ -232,14 +232,10 @@ impl Shell {
                 _ = tick.tick() => self.handle(Event::Tick),
                 Some(event) = events.recv() => self.on_link_event(event),
                 Some(call) = calls.recv() => self.on_call(call),
-                Some(service) = rechecks.recv() => self.recheck(&service),
+                // A session saw its master refuse a command (`-READONLY`, ...).
+                Some(master) = rechecks.recv() => self.handle(Event::Recheck { master }),
             }
         }
-    }
-
-    /// A session saw its master refuse a command (`-READONLY`, ...).
-    fn recheck(&mut self, service: &str) {
-        tracing::debug!(service, "re-check requested");
     }
 
     fn now(&self) -> u64 {
@@ -254,7 +250,8 @@ impl Shell {
             | Event::PingReply { link, .. }
             | Event::InfoReply { link, .. }
             | Event::IsMasterDownReply { link, .. }
-            | Event::SlaveOfReply { link, .. } => Some(link),
+            | Event::SlaveOfReply { link, .. }
+            | Event::FailoverToReply { link, .. } => Some(link),
             _ => None,
         };
         let current = link.is_none_or(|link| {
@@ -412,6 +409,12 @@ impl Shell {
                 Action::SendReconfigure { link, master } => {
                     self.send(&link, LinkRequest::Reconfigure(master))
                 }
+                Action::SendFailoverTo {
+                    link,
+                    target,
+                    timeout_ms,
+                } => self.send(&link, LinkRequest::FailoverTo { target, timeout_ms }),
+                Action::SendConfigRewrite { link } => self.send(&link, LinkRequest::ConfigRewrite),
                 Action::ReplyIsMasterDown {
                     request,
                     down,
@@ -434,6 +437,11 @@ impl Shell {
                             Err(refused) => crate::resp::reply::error(&refused.to_string()),
                         });
                     }
+                }
+                // A failover step that failed (an abort, a fallback) is
+                // what an operator must notice; the rest is the normal story.
+                Action::PublishEvent { name, text } if name.starts_with("-failover") => {
+                    tracing::warn!(event = %name, "{text}")
                 }
                 Action::PublishEvent { name, text } => tracing::info!(event = %name, "{text}"),
                 Action::RouteChanged {

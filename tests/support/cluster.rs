@@ -155,6 +155,11 @@ impl Node {
         Node::start(&[])
     }
 
+    /// A master started with extra `--option value` arguments.
+    pub fn master_with(extra: &[&str]) -> Node {
+        Node::start(extra)
+    }
+
     /// A replica of `master` (`--replicaof 127.0.0.1 <port>`).
     pub fn replica_of(master: SocketAddr) -> Node {
         Node::start(&["--replicaof", "127.0.0.1", &master.port().to_string()])
@@ -215,7 +220,12 @@ pub struct Trio {
 
 impl Trio {
     pub fn start() -> Trio {
-        let master = Node::master();
+        Trio::start_with_master(&[])
+    }
+
+    /// A trio whose master gets extra `--option value` arguments.
+    pub fn start_with_master(extra: &[&str]) -> Trio {
+        let master = Node::master_with(extra);
         let replicas = vec![
             Node::replica_of(master.addr()),
             Node::replica_of(master.addr()),

@@ -15,6 +15,19 @@ pub struct Timing {
     pub slave_reconf_timeout: u64,
     pub min_link_reconnect_period: u64,
     pub election_timeout: u64,
+    /// Least time between two re-checks of one master asked for by the
+    /// data plane ([`super::Event::Recheck`]): every session that hits a
+    /// demoted master asks, and one round of INFO answers them all.
+    pub recheck_period: u64,
+    /// INFO period of the replica we are promoting, while we wait for it
+    /// to report `role:master` (`wait_promotion`). Deviation: Sentinel polls
+    /// it every second like any replica during a failover; seeing the
+    /// promotion is what moves every route (ours at once, the peers' with
+    /// the hello that follows), and this costs one INFO per period to one
+    /// replica for the short time a promotion takes. Like every INFO
+    /// period it is measured from the last reply, so 15 ms on the shell's
+    /// 10 ms timer means one INFO every 20 ms.
+    pub promotion_info_period: u64,
 }
 
 impl Default for Timing {
@@ -29,6 +42,8 @@ impl Default for Timing {
             slave_reconf_timeout: 10_000,
             min_link_reconnect_period: 15_000,
             election_timeout: 10_000,
+            recheck_period: 100,
+            promotion_info_period: 15,
         }
     }
 }

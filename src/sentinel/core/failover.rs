@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use super::election::{get_leader, vote_leader};
 use super::instance::{Common, Master, Reconf, Replica};
 use super::types::{Action, Addr, FailoverRefused, FailoverState, InstanceKind, ReportedRole};
-use super::{Core, Global, elapsed};
+use super::{Core, Global, elapsed, switchover};
 
 /// `sentinelStartFailoverIfNeeded` (5.2). Returns true if an attempt started.
 pub(crate) fn start_if_needed(
@@ -41,6 +41,7 @@ fn start(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action>) {
     g.event(out, "+try-failover", m.details());
     m.failover_start_time = Some(now.saturating_add(g.rng.below(1000)));
     m.failover_state_change_time = now;
+    m.handoff = None;
     let me = g.myid.clone();
     vote_leader(g, m, epoch, &me, now, out);
     g.persist(out);
@@ -54,7 +55,10 @@ pub(crate) fn step(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Actio
         FailoverState::SelectSlave => select_slave(g, m, now, out),
         FailoverState::SendSlaveOfNoOne => send_slaveof_noone(g, m, now, out),
         FailoverState::WaitPromotion => {
-            if elapsed(now, m.failover_state_change_time) > m.failover_timeout {
+            switchover::check_deadline(g, m, now, out);
+            if m.failover_state == FailoverState::WaitPromotion
+                && elapsed(now, m.failover_state_change_time) > m.failover_timeout
+            {
                 g.event(out, "-failover-abort-slave-timeout", m.details());
                 abort(m, now);
             }
@@ -109,7 +113,9 @@ fn select_slave(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action>)
     set_state(g, m, FailoverState::SendSlaveOfNoOne, now, out, details);
 }
 
-fn send_slaveof_noone(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action>) {
+/// `send_slaveof_noone` (7.3), or, for a planned switchover, `FAILOVER TO`
+/// to the old master (see `switchover`).
+pub(crate) fn send_slaveof_noone(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action>) {
     let connected = m.promoted_replica().is_some_and(|r| r.c.link.connected);
     let Some(addr) = m.promoted.clone() else {
         abort(m, now);
@@ -122,9 +128,14 @@ fn send_slaveof_noone(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Ac
         }
         return;
     }
-    out.push(Action::SendSlaveOfNoOne {
-        link: m.link(InstanceKind::Replica, &addr),
-    });
+    if switchover::wanted(m) {
+        switchover::send(g, m, &addr, now, out);
+    } else {
+        m.handoff = Some(switchover::Handoff::SlaveOfNoOne);
+        out.push(Action::SendSlaveOfNoOne {
+            link: m.link(InstanceKind::Replica, &addr),
+        });
+    }
     let details = m.replica_details(&addr);
     set_state(g, m, FailoverState::WaitPromotion, now, out, details);
 }
@@ -141,6 +152,7 @@ pub(crate) fn promotion_observed(
     m.config_epoch = m.failover_epoch;
     g.persist(out);
     g.event(out, "+promoted-slave", m.replica_details(addr));
+    switchover::promoted(m, addr, out);
     set_state(g, m, FailoverState::ReconfSlaves, now, out, m.details());
     // Force hellos with the new config out on the next tick (2.2).
     m.c.last_pub_time = None;
@@ -242,6 +254,7 @@ fn abort(m: &mut Master, now: u64) {
     m.failover_state = FailoverState::None;
     m.failover_state_change_time = now;
     m.forced = false;
+    m.handoff = None;
     if let Some(p) = m.promoted.take()
         && let Some(r) = m.replica_mut(&p)
     {
@@ -300,6 +313,7 @@ pub(crate) fn reset_and_change_address(
     m.failover_start_time = None;
     m.forced = false;
     m.promoted = None;
+    m.handoff = None;
     for a in addrs {
         let details = m.replica_details(&a);
         m.replicas.push(Replica::new(a, now));

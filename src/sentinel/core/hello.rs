@@ -2,7 +2,7 @@
 //! discovers peers, raises our epoch and switches us to a newer config.
 
 use super::instance::Peer;
-use super::types::{Action, Addr, InstanceKind};
+use super::types::{Action, Addr, FailoverState, InstanceKind};
 use super::{Core, failover};
 
 /// `<ip>,<port>,<runid>,<current_epoch>,<master_name>,<master_ip>,<master_port>,<config_epoch>`
@@ -91,14 +91,29 @@ impl Core {
             // back to an older config epoch.
             g.persist(out);
             let ma = &h.master_addr;
-            if !m.c.addr.same_as(&ma.ip, ma.port) {
+            // Deviation: Sentinel compares with the configured address and
+            // lets its own failover run on. But a configuration newer than
+            // our failover's epoch means another failover finished after
+            // ours started, and the address we hand out from reconf_slaves
+            // on is our promoted replica: had the newer config picked our
+            // old master (alive, a replica since a planned switchover), we
+            // would serve the promoted replica under the newer epoch, and
+            // switch to it with that epoch when our failover ends, a config
+            // nobody else holds.
+            let superseded =
+                m.failover_state != FailoverState::None && h.config_epoch > m.failover_epoch;
+            if superseded {
+                g.event(out, "-failover-abort-superseded", m.details());
+            }
+            let cur = m.current_addr().clone();
+            let moved = !cur.same_as(&ma.ip, ma.port);
+            if moved {
                 let from = m.sub_details("sentinel", &h.runid, sa);
                 g.event(out, "+config-update-from", from);
-                let text = format!(
-                    "{} {} {} {} {}",
-                    m.name, m.c.addr.ip, m.c.addr.port, ma.ip, ma.port
-                );
+                let text = format!("{} {} {} {} {}", m.name, cur.ip, cur.port, ma.ip, ma.port);
                 g.event(out, "+switch-master", text);
+            }
+            if moved || superseded {
                 failover::reset_and_change_address(g, m, ma.clone(), now, out);
             }
         }

@@ -1,6 +1,7 @@
 //! Per-instance bookkeeping (1.2, 1.4) and the checks that only need one
 //! instance: periodic PING/INFO/hello scheduling and SDOWN (3.2, 3.3).
 
+use super::switchover::Handoff;
 use super::types::{Action, Addr, FailoverState, InstanceKind, LinkRef, PingReply, ReportedRole};
 use super::{Timing, elapsed};
 
@@ -308,7 +309,11 @@ pub(crate) struct Master {
     pub forced: bool,
     /// Address of the replica being promoted.
     pub promoted: Option<Addr>,
+    /// How it is being promoted (decided in `send_slaveof_noone`).
+    pub handoff: Option<Handoff>,
     pub last_route: Option<(Addr, u64)>,
+    /// When the data plane's last re-check of this master was acted on.
+    pub last_recheck: Option<u64>,
 }
 
 impl Master {

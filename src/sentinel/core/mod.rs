@@ -27,14 +27,18 @@
 //!   errors are the shell's replies; malformed replies are dropped).
 //! * Build the MULTI / SLAVEOF / CONFIG REWRITE / CLIENT KILL x2 / EXEC
 //!   transaction for `SendSlaveOfNoOne` / `SendReconfigure`, honouring
-//!   rename-command; the replies need not be reported.
+//!   rename-command; the replies need not be reported. Send `FAILOVER TO`
+//!   for `SendFailoverTo` and report its reply as `FailoverToReply`.
 //! * Publish `PublishEvent`s on the Sentinel port and feed `RouteChanged`
-//!   to the data plane's route watch.
+//!   to the data plane's route watch; pass the data plane's re-check
+//!   requests in as [`Event::Recheck`].
 //!
 //! Module map: `types` (boundary data), `instance` (per-instance state, PING,
 //! SDOWN), `info` (INFO parsing and the reactions to it), `hello` (gossip),
 //! `election` (is-master-down, votes, ODOWN), `failover` (the state machine,
-//! replica selection, switch), `tick` (the periodic timer and TILT),
+//! replica selection, switch), `switchover` (`SENTINEL FAILOVER` with the
+//! old master up: `FAILOVER TO`), `recheck` (INFO on the data plane's demand),
+//! `tick` (the periodic timer and TILT),
 //! `config`, `persist` (durable state), `rng` (jitter).
 
 mod config;
@@ -44,7 +48,9 @@ mod hello;
 mod info;
 mod instance;
 mod persist;
+mod recheck;
 mod rng;
+mod switchover;
 mod tick;
 mod types;
 mod views;
@@ -194,7 +200,9 @@ impl Core {
                 failover_state_change_time: 0,
                 forced: false,
                 promoted: None,
+                handoff: None,
                 last_route: None,
+                last_recheck: None,
             };
             for r in mc.known_replicas {
                 if r != m.c.addr && !m.replicas.iter().any(|x| x.c.addr == r) {
@@ -380,10 +388,14 @@ impl Core {
                 leader_epoch,
             } => self.on_is_master_down_reply(&link, down, leader, leader_epoch, now),
             Event::SlaveOfReply { link, ok } => self.on_slaveof_reply(&link, ok, now, &mut out),
+            Event::FailoverToReply { link, result } => {
+                self.on_failover_to_reply(&link, result, now, &mut out)
+            }
             Event::ManualFailover { request, master } => {
                 let result = self.manual_failover(&master, now, &mut out);
                 out.push(Action::ManualFailoverReply { request, result });
             }
+            Event::Recheck { master } => self.recheck(&master, now, &mut out),
         }
         self.emit_routes(&mut out);
         if let Some(i) = self.g.persist_at.take() {
@@ -446,6 +458,15 @@ impl Core {
             } else {
                 c.on_link_down();
             }
+        }
+        if !up
+            && link.kind != InstanceKind::Sentinel
+            && let Some(m) = self
+                .masters
+                .iter_mut()
+                .find(|m| m.name == link.master && m.c.addr == link.addr)
+        {
+            switchover::on_master_link_down(&mut self.g, m, now, out);
         }
     }
 

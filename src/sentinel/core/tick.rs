@@ -4,7 +4,7 @@
 
 use super::instance::{Common, Master};
 use super::types::{Action, FailoverState, InstanceKind};
-use super::{Core, Global, Hello, elapsed, election, failover};
+use super::{Core, Global, Hello, elapsed, election, failover, switchover};
 
 impl Core {
     /// The timer (`sentinelTimer`): TILT detection, then every master.
@@ -88,7 +88,9 @@ fn monitor_master(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action
         now,
         out,
     );
-    publish(&mut m.c, &payload, &m.name, InstanceKind::Master, out);
+    if !switchover::handing_over(m) {
+        publish(&mut m.c, &payload, &m.name, InstanceKind::Master, out);
+    }
     if !g.tilt {
         let name = m.name.as_str();
         let change =
@@ -108,8 +110,11 @@ fn monitor_master(g: &mut Global, m: &mut Master, now: u64, out: &mut Vec<Action
     let name = m.name.as_str();
     let ma = &m.c.addr;
     let at = || format!("@ {name} {} {}", ma.ip, ma.port);
+    let promoting = m.failover_state == FailoverState::WaitPromotion;
     for r in &mut m.replicas {
-        let period = if fast_info || r.master_link_down_ms > 0 {
+        let period = if promoting && r.promoted {
+            t.promotion_info_period
+        } else if fast_info || r.master_link_down_ms > 0 {
             t.ping_period
         } else {
             t.info_period

@@ -151,9 +151,23 @@ pub enum Event {
         link: LinkRef,
         ok: bool,
     },
+    /// The (old) master's reply to [`Action::SendFailoverTo`]: `Ok` when
+    /// the handover started, else Redis's error text (unknown command on
+    /// Redis before 6.2 or when renamed away, target not an online replica,
+    /// a failover already under way, ...).
+    FailoverToReply {
+        link: LinkRef,
+        result: Result<(), String>,
+    },
     /// `SENTINEL FAILOVER <master>`; answered by [`Action::ManualFailoverReply`].
     ManualFailover {
         request: u64,
+        master: String,
+    },
+    /// A data-plane session got `-READONLY`, `-LOADING` or `-MASTERDOWN`
+    /// from what it took for `master`'s master: its instances may have
+    /// changed roles, so look now instead of at the next INFO period.
+    Recheck {
         master: String,
     },
 }
@@ -214,6 +228,20 @@ pub enum Action {
     SendReconfigure {
         link: LinkRef,
         master: Addr,
+    },
+    /// `FAILOVER TO <target ip> <target port> TIMEOUT <timeout_ms>` on the
+    /// master's command link (Redis 6.2+): the master pauses writes, waits
+    /// until `target` has its whole replication stream, then makes it
+    /// master and itself its replica. Answer with [`Event::FailoverToReply`].
+    SendFailoverTo {
+        link: LinkRef,
+        target: Addr,
+        timeout_ms: u64,
+    },
+    /// `CONFIG REWRITE`, reply ignored: persists a role that changed
+    /// without our SLAVEOF transaction (which rewrites the config itself).
+    SendConfigRewrite {
+        link: LinkRef,
     },
     /// A Sentinel Pub/Sub event: channel `name`, message `text`.
     PublishEvent {
