@@ -409,3 +409,57 @@ pub async fn resolve(addr: &Addr) -> std::io::Result<SocketAddr> {
         .next()
         .ok_or_else(|| std::io::Error::other(format!("cannot resolve {}", addr.ip)))
 }
+
+/// How often [`hurry_replica`] asks.
+const HURRY_PERIOD: Duration = Duration::from_millis(20);
+
+/// Makes the replica a `FAILOVER TO` hands over to acknowledge its
+/// replication offset now, until it reports `role:master` or `for_ms` pass.
+///
+/// The old master pauses writes and waits for that acknowledgement, which a
+/// replica sends only once a second by itself (and a paused master does
+/// not ask for one): without this, a planned switchover stalls writes for
+/// up to a second. `REPLCONF GETACK` from any client makes the replica send
+/// it at once; it has no reply, so each is followed by a `ROLE`, which also
+/// says when the hand-over is done. Best effort: errors only end it.
+pub async fn hurry_replica(target: Addr, context: Arc<LinkContext>, master: String, for_ms: u64) {
+    let access = context.access.get(&master).unwrap_or(&DEFAULT_ACCESS);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(for_ms);
+    let result = tokio::time::timeout_at(deadline, async {
+        let addr = resolve(&target).await?;
+        let (mut read, mut write) = connect(addr, access.connect_timeout).await?.into_split();
+        let mut out = BytesMut::new();
+        let mut pending = VecDeque::new();
+        handshake(
+            &mut out,
+            &mut pending,
+            access.auth.as_ref(),
+            "sentinel-proxy-hurry",
+        );
+        let mut reader = FrameReader::new(Direction::Reply);
+        loop {
+            out.extend_from_slice(&encode_command(&["REPLCONF", "GETACK", "*"]));
+            out.extend_from_slice(&encode_command(&["ROLE"]));
+            write.write_all(&out).await?;
+            out.clear();
+            // The handshake's replies, then ROLE's.
+            for _ in 0..=pending.len() {
+                let Some(frame) = reader.next_frame(&mut read).await? else {
+                    return Ok::<(), std::io::Error>(());
+                };
+                if let BytesFrame::Array(items) = &frame
+                    && let Some(BytesFrame::BulkString(role)) = items.first()
+                    && &role[..] == b"master"
+                {
+                    return Ok(());
+                }
+            }
+            pending.clear();
+            tokio::time::sleep(HURRY_PERIOD).await;
+        }
+    })
+    .await;
+    if let Ok(Err(e)) = result {
+        tracing::debug!(replica = %target, error = %e, "could not hurry the replica's acknowledgement");
+    }
+}

@@ -413,7 +413,15 @@ impl Shell {
                     link,
                     target,
                     timeout_ms,
-                } => self.send(&link, LinkRequest::FailoverTo { target, timeout_ms }),
+                } => {
+                    tokio::spawn(link::hurry_replica(
+                        target.clone(),
+                        self.link_context.clone(),
+                        link.master.clone(),
+                        timeout_ms,
+                    ));
+                    self.send(&link, LinkRequest::FailoverTo { target, timeout_ms });
+                }
                 Action::SendConfigRewrite { link } => self.send(&link, LinkRequest::ConfigRewrite),
                 Action::ReplyIsMasterDown {
                     request,
