@@ -37,6 +37,8 @@ use crate::route::{Recheck, RouteReceiver};
 /// Stop reading one side while this much is still waiting to go to the
 /// other; also the most a session holds while no master is verified.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Requests up to this size are kept for a re-send as a copy of their own.
+const KEEP_COPY_MAX: usize = 4096;
 /// An unfinished request may not grow past this, like Redis's `client-query-buffer-limit`.
 const QUERY_BUFFER_LIMIT: usize = 1 << 30;
 /// How long a closing connection keeps reading what the client still sends,
@@ -167,6 +169,8 @@ struct Session {
     /// Bytes of `from_upstream` scanned but kept back: the start of a reply
     /// that is the proxy's own, or an error that may be re-sent.
     upstream_scanned: usize,
+    /// Part of an unfinished reply already went to the client.
+    streaming: bool,
     upstream_scan: Scanner,
     to_upstream: OutQueue,
     /// Requests given to the current upstream and not yet answered, kept
@@ -205,6 +209,7 @@ impl Session {
             client_scan: Scanner::new(Direction::Request, limits),
             from_upstream: BytesMut::new(),
             upstream_scanned: 0,
+            streaming: false,
             upstream_scan: Scanner::new(Direction::Reply, limits),
             to_upstream: OutQueue::default(),
             unanswered: Chunks::default(),
@@ -408,19 +413,21 @@ impl Session {
                     self.client_scanned = end;
                     if info.kind == b'*' && info.len > 0 {
                         let frame = self.from_client.get(complete..end).unwrap_or(&[]);
-                        match self.state.on_request(frame, &info) {
-                            Recorded::Waits => waiting += 1,
-                            Recorded::NoReply => {}
-                            Recorded::SendInstead(bytes) => {
-                                self.submit(complete, waiting);
-                                self.from_client.advance_to(end - complete);
-                                self.client_scanned = 0;
-                                (complete, waiting) = (0, 0);
-                                self.send(Bytes::from_static(bytes), 1);
-                                continue;
-                            }
+                        let recorded = self.state.on_request(frame, &info);
+                        if recorded == Recorded::Waits {
+                            waiting += 1;
+                            complete = end;
+                            continue;
                         }
-                        complete = end;
+                        // Rare (replies off, a doomed EXEC): on its own.
+                        self.submit(complete, waiting);
+                        let frame = self.from_client.split_to(end - complete).freeze();
+                        self.client_scanned = 0;
+                        (complete, waiting) = (0, 0);
+                        self.send_recorded(frame, recorded);
+                        if self.end.is_some() {
+                            return;
+                        }
                         continue;
                     }
                     // Inline commands are rewritten as RESP; empty ones dropped.
@@ -465,19 +472,52 @@ impl Session {
         }
     }
 
+    /// Whether requests go straight to the upstream (not held).
+    fn sending(&self) -> bool {
+        matches!(self.upstream, Upstream::Connected { verified: true, .. }) && !self.route_moved
+    }
+
     /// Sends recorded client requests to the master, or holds them while
     /// none is verified or the session is about to move.
     fn send(&mut self, requests: Bytes, waiting: usize) {
-        match &self.upstream {
-            Upstream::Connected { verified: true, .. } if !self.route_moved => {
-                self.unanswered.push(requests.clone());
-                self.to_upstream.push(requests);
-            }
-            _ => {
-                self.held.push(requests);
-                self.held_requests += waiting;
-                self.hold.arrived(Instant::now(), waiting);
-            }
+        if self.sending() {
+            // Kept until answered, to be re-sent on failover; a small one
+            // as a copy, so that a request waiting long (BLPOP) does not
+            // keep the whole 16 KiB read buffer alive.
+            let kept = if requests.len() <= KEEP_COPY_MAX {
+                Bytes::copy_from_slice(&requests)
+            } else {
+                requests.clone()
+            };
+            self.unanswered.push(kept);
+            self.to_upstream.push(requests);
+        } else {
+            self.held.push(requests);
+            self.held_requests += waiting;
+            self.hold.arrived(Instant::now(), waiting);
+        }
+    }
+
+    /// Sends one request recorded as something else than a plain request.
+    fn send_recorded(&mut self, request: Bytes, recorded: Recorded) {
+        match recorded {
+            Recorded::Waits => self.send(request, 1),
+            Recorded::SendInstead { bytes, waits: true } => self.send(Bytes::from_static(bytes), 1),
+            Recorded::SendInstead { bytes, .. } => self.send_unanswered(Bytes::from_static(bytes)),
+            Recorded::NoReply => self.send_unanswered(request),
+        }
+    }
+
+    /// A request that gets no reply (`CLIENT REPLY OFF|SKIP`): written but
+    /// not kept, since nothing would tell whether it ran. With no verified
+    /// master to write it to, the connection cannot be kept honestly (such
+    /// a connection is closed at a switch anyway).
+    fn send_unanswered(&mut self, request: Bytes) {
+        if self.sending() {
+            self.to_upstream.push(request);
+        } else {
+            tracing::debug!(service = %self.service.name, "closing a connection with replies off while no master is verified");
+            self.end = Some(End::Unmovable);
         }
     }
 
@@ -488,11 +528,10 @@ impl Session {
                 let encoded = encode_command(&args);
                 let mut scan = Scanner::new(Direction::Request, self.service.limits);
                 match scan.scan(&encoded) {
-                    Ok(_) => match self.state.on_request(&encoded, scan.info()) {
-                        Recorded::Waits => self.send(encoded.freeze(), 1),
-                        Recorded::NoReply => self.send(encoded.freeze(), 0),
-                        Recorded::SendInstead(bytes) => self.send(Bytes::from_static(bytes), 1),
-                    },
+                    Ok(_) => {
+                        let recorded = self.state.on_request(&encoded, scan.info());
+                        self.send_recorded(encoded.freeze(), recorded);
+                    }
                     // An argument over the bulk limit, for example.
                     Err(e) => self.fail(&e),
                 }
@@ -546,6 +585,7 @@ impl Session {
             match self.upstream_scan.scan(rest) {
                 Ok(Progress::Frame(n)) => {
                     pos += n;
+                    self.streaming = false;
                     let info = *self.upstream_scan.info();
                     if let Some(refusal) = self.refusal(&info) {
                         self.forward_upstream(start);
@@ -590,9 +630,13 @@ impl Session {
         }
         let released = self.state.take_released();
         self.unanswered.consume(released);
-        // A partial frame streams through only if it is surely the client's.
-        let streams = self.state.next_reply_is_clients()
-            && !matches!(self.from_upstream.get(start), Some(b'-' | b'!'));
+        // A partial frame streams through only if it is surely the client's
+        // (and not an error, which may be a refusal to re-send); one that
+        // began streaming goes on.
+        let streams = (self.streaming && start == 0)
+            || (self.state.next_reply_is_clients()
+                && !matches!(self.from_upstream.get(start), Some(b'-' | b'!')));
+        self.streaming = streams && pos > start;
         let forward = if streams { pos } else { start };
         self.forward_upstream(forward);
         self.upstream_scanned = pos - forward;
@@ -691,7 +735,7 @@ impl Session {
 
     /// Requests given to the upstream (not held) and not yet answered.
     fn sent_requests(&self) -> usize {
-        self.state.in_flight() - self.held_requests
+        self.state.in_flight().saturating_sub(self.held_requests)
     }
 
     /// Nothing in flight, nothing half-read, no transaction open: closing

@@ -79,8 +79,7 @@ struct Pending {
     blocking: bool,
     /// Sent inside MULTI: its reply is `+QUEUED` and its effect waits for EXEC.
     queued: bool,
-    /// Bytes of the request, plus those of any unanswered requests sent
-    /// right after it (`CLIENT REPLY OFF`): what its completion releases.
+    /// Bytes of the request: what its completion releases.
     len: usize,
     /// Some of its replies have arrived.
     partly_answered: bool,
@@ -164,8 +163,9 @@ pub enum Recorded {
     Waits,
     /// Replies are off: it gets none.
     NoReply,
-    /// It waits for a reply, but these bytes are to be sent instead of it.
-    SendInstead(&'static [u8]),
+    /// These bytes are to be sent instead of it (and they may wait for a
+    /// reply).
+    SendInstead { bytes: &'static [u8], waits: bool },
 }
 
 /// What a doomed `EXEC` is sent as.
@@ -297,7 +297,10 @@ impl SessionState {
                     effect = Effect::Discard;
                     purpose = Purpose::Replace(doom.reply(self.protocol));
                     len = DISCARD.len();
-                    recorded = Recorded::SendInstead(DISCARD);
+                    recorded = Recorded::SendInstead {
+                        bytes: DISCARD,
+                        waits: true,
+                    };
                     self.doom = None;
                 }
                 Effect::Discard if self.tx_open => self.doom = None,
@@ -337,12 +340,15 @@ impl SessionState {
             _ => {}
         }
         if replies == 0 {
-            // Its bytes go when the request before it is answered.
-            match self.pending.back_mut() {
-                Some(last) => last.len += len,
-                None => self.released += len,
-            }
-            return Recorded::NoReply;
+            // Nothing will say when it ran: the session sends it without
+            // keeping it for a re-send.
+            return match recorded {
+                Recorded::SendInstead { bytes, .. } => Recorded::SendInstead {
+                    bytes,
+                    waits: false,
+                },
+                _ => Recorded::NoReply,
+            };
         }
         self.blocking += usize::from(blocking);
         self.pending.push_back(Pending {

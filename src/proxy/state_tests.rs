@@ -631,6 +631,7 @@ fn a_transaction_open_at_the_failover_fails_with_execabort_at_exec() {
     request(&mut s, &["MULTI"]);
     request(&mut s, &["SET", "k", "1"]);
     replies(&mut s, b"+OK\r\n+QUEUED\r\n");
+    s.upstream_lost().unwrap();
     let handshake = s.handshake().unwrap();
     assert_eq!(commands(&handshake), vec![vec!["ROLE"], vec!["MULTI"]]);
     replies(&mut s, b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n+OK\r\n");
@@ -639,7 +640,10 @@ fn a_transaction_open_at_the_failover_fails_with_execabort_at_exec() {
     assert_eq!(request(&mut s, &["INCR", "n"]), Recorded::Waits);
     assert_eq!(
         request(&mut s, &["EXEC"]),
-        Recorded::SendInstead(b"*1\r\n$7\r\nDISCARD\r\n")
+        Recorded::SendInstead {
+            bytes: b"*1\r\n$7\r\nDISCARD\r\n",
+            waits: true
+        }
     );
     let roles = replies(&mut s, b"+QUEUED\r\n+OK\r\n");
     let ReplyRole::Replace(reply) = &roles[1] else {
@@ -661,6 +665,7 @@ fn a_watch_active_at_the_failover_makes_the_next_exec_null() {
         };
         request(&mut s, &["WATCH", "k"]);
         replies(&mut s, b"+OK\r\n");
+        s.upstream_lost().unwrap();
         let handshake = commands(&s.handshake().unwrap());
         assert_eq!(handshake.last(), Some(&vec!["ROLE".to_owned()]));
         if protocol == 3 {
@@ -671,7 +676,7 @@ fn a_watch_active_at_the_failover_makes_the_next_exec_null() {
         request(&mut s, &["SET", "k", "1"]);
         assert!(matches!(
             request(&mut s, &["EXEC"]),
-            Recorded::SendInstead(_)
+            Recorded::SendInstead { waits: true, .. }
         ));
         let roles = replies(&mut s, b"+OK\r\n+QUEUED\r\n+OK\r\n");
         assert_eq!(roles[2], ReplyRole::Replace(Bytes::from_static(null)));
@@ -684,7 +689,7 @@ fn unwatch_before_the_next_transaction_lifts_the_null_exec() {
     let mut s = SessionState::default();
     request(&mut s, &["WATCH", "k"]);
     replies(&mut s, b"+OK\r\n");
-    s.handshake().unwrap();
+    s.upstream_lost().unwrap();
     request(&mut s, &["UNWATCH"]);
     request(&mut s, &["MULTI"]);
     assert_eq!(request(&mut s, &["EXEC"]), Recorded::Waits);
@@ -724,13 +729,13 @@ fn unanswered_requests_say_what_a_rerun_would_need() {
     );
     let lens: Vec<usize> = s.unanswered().map(|u| u.len).collect();
     assert_eq!(lens[1], encode_command(&["GET", "k"]).len());
-    s.forget_internal();
+    s.upstream_lost().unwrap();
     assert_eq!(s.in_flight(), 5);
     assert!(s.oldest_is_resendable());
 }
 
 #[test]
-fn requests_without_replies_are_released_with_the_one_before() {
+fn requests_without_replies_release_nothing() {
     let mut s = SessionState::default();
     request(&mut s, &["PING"]);
     assert_eq!(
@@ -739,8 +744,34 @@ fn requests_without_replies_are_released_with_the_one_before() {
     );
     assert_eq!(request(&mut s, &["SET", "k", "v"]), Recorded::NoReply);
     replies(&mut s, b"+PONG\r\n");
-    let all = encode_command(&["PING"]).len()
-        + encode_command(&["CLIENT", "REPLY", "SKIP"]).len()
-        + encode_command(&["SET", "k", "v"]).len();
-    assert_eq!(s.take_released(), all);
+    assert_eq!(s.take_released(), encode_command(&["PING"]).len());
+}
+
+#[test]
+fn an_exec_sent_while_no_master_is_verified_is_doomed_too() {
+    let mut s = SessionState::default();
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SET", "a", "1"]);
+    replies(&mut s, b"+OK\r\n+QUEUED\r\n");
+    // The master dies; the client goes on before a new one is verified.
+    s.upstream_lost().unwrap();
+    request(&mut s, &["SET", "b", "2"]);
+    assert!(matches!(
+        request(&mut s, &["EXEC"]),
+        Recorded::SendInstead { waits: true, .. }
+    ));
+    // And the doom is spent: the next transaction runs.
+    request(&mut s, &["MULTI"]);
+    assert_eq!(request(&mut s, &["EXEC"]), Recorded::Waits);
+}
+
+#[test]
+fn an_exec_already_waiting_when_its_transaction_is_lost_cannot_move() {
+    let mut s = SessionState::default();
+    request(&mut s, &["WATCH", "k"]);
+    replies(&mut s, b"+OK\r\n");
+    request(&mut s, &["MULTI"]);
+    request(&mut s, &["SET", "k", "1"]);
+    request(&mut s, &["EXEC"]);
+    assert_eq!(s.upstream_lost(), Err(Unmovable::ExecWaiting));
 }

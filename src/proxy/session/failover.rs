@@ -84,6 +84,9 @@ pub(super) struct Hold {
     backoff: Duration,
     /// The first of the current run of refusals that were re-sent.
     refused_since: Option<Instant>,
+    /// The first loss of the upstream since a client request was last
+    /// answered: re-sent requests count as waiting since then.
+    lost_since: Option<Instant>,
     /// The deadline the timer is set to.
     armed_at: Option<Instant>,
 }
@@ -98,6 +101,7 @@ impl Hold {
             next_attempt: Some(now),
             backoff: MIN_BACKOFF,
             refused_since: None,
+            lost_since: None,
             armed_at: None,
         }
     }
@@ -137,9 +141,12 @@ impl Hold {
         self.armed_at.is_some()
     }
 
-    /// A client request got a real answer: refusals start counting afresh.
+    /// A client request got a real answer: the connection works, so
+    /// refusals, losses and the backoff start afresh.
     pub(super) fn answered(&mut self) {
         self.refused_since = None;
+        self.lost_since = None;
+        self.backoff = MIN_BACKOFF;
     }
 
     /// Whether a refused request may be re-sent (once more).
@@ -158,9 +165,11 @@ impl Hold {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
+    /// Requests are no longer held (the backoff is reset only by a real
+    /// answer: an instance that accepts and then closes must not make
+    /// sessions reconnect in a loop).
     fn verified(&mut self) {
         self.arrivals.clear();
-        self.backoff = MIN_BACKOFF;
     }
 
     /// How many of the oldest held requests have waited `timeout`.
@@ -264,7 +273,7 @@ impl Session {
         if self.route_moved && self.sent_requests() == 0 && self.upstream_scan.is_idle() {
             tracing::debug!(service = %self.service.name, from = %self.master, "moving to the new master");
             self.drop_upstream();
-            self.state.forget_internal();
+            self.forget_upstream_state();
             self.hold.next_attempt = Some(Instant::now());
         }
     }
@@ -278,16 +287,24 @@ impl Session {
             return;
         }
         match self.upstream {
-            // Held behind requests still in flight on the old master: they
-            // move with the session once those are answered.
+            // Held behind requests in flight on an old master that has
+            // not answered for hold_timeout: give it up; what may be
+            // re-sent waits for the new master.
             Upstream::Connected { verified: true, .. } => {
+                self.lose_upstream(Loss::Closed);
+                if self.end.is_some() {
+                    return;
+                }
+                // The requests that were in flight are older still.
+                self.hold.reason = format!("the old master {} stopped answering", self.master);
                 self.hold.arrivals.clear();
+                self.fail_held(self.state.in_flight());
                 return;
             }
             Upstream::Connected { .. } => {
                 self.hold.reason = format!("{} did not answer ROLE", self.master);
                 self.drop_upstream();
-                self.state.forget_internal();
+                self.forget_upstream_state();
                 self.hold.retry_in(now, self.hold.backoff);
             }
             Upstream::Down => {}
@@ -335,8 +352,11 @@ impl Session {
             return;
         }
         // Part of a reply already went to the client.
-        let half_sent = !self.upstream_scan.is_idle() && self.upstream_scanned == 0;
-        let written = self.unanswered.bytes - self.to_upstream.bytes();
+        let half_sent = self.streaming;
+        let written = self
+            .unanswered
+            .bytes
+            .saturating_sub(self.to_upstream.bytes());
         let table = self.service.commands.get();
         let sent = self.sent_requests();
         let mut resend = Chunks::default();
@@ -374,20 +394,25 @@ impl Session {
             self.end = Some(End::UpstreamClosed);
             return;
         }
-        self.state.forget_internal();
+        self.forget_upstream_state();
+        if self.end.is_some() {
+            return;
+        }
         resend.append(std::mem::take(&mut self.held));
         self.held = resend;
-        let resent = self.state.in_flight() - self.held_requests;
+        let resent = self.state.in_flight().saturating_sub(self.held_requests);
         self.held_requests = self.state.in_flight();
-        // Re-sent requests count as arriving now, ahead of the held ones.
+        // Re-sent requests wait ahead of the held ones, counted from the
+        // first loss since the connection last worked.
+        let since = *self.hold.lost_since.get_or_insert(now);
         if resent > 0 {
-            self.hold.arrivals.push_front((now, resent));
+            self.hold.arrivals.push_front((since, resent));
         }
         let route_moved = self.service.route.borrow().master != self.master;
         match loss {
             Loss::Closed => {
-                self.hold.reason = format!("lost the connection to master {}", self.master);
-                self.hold.retry_in(now, Duration::ZERO);
+                let reason = format!("lost the connection to master {}", self.master);
+                self.hold.failed_attempt(now, reason);
             }
             Loss::Refused(refusal) => {
                 self.hold.reason = format!("{} refused a command ({refusal:?})", self.master);
@@ -420,6 +445,16 @@ impl Session {
         self.upstream_scan = Scanner::new(Direction::Reply, self.service.limits);
         self.upstream_half_closed = false;
         self.route_moved = false;
+        self.streaming = false;
+    }
+
+    /// The state side of losing the upstream; a connection whose state
+    /// cannot move ends.
+    fn forget_upstream_state(&mut self) {
+        if let Err(e) = self.state.upstream_lost() {
+            tracing::info!(service = %self.service.name, error = %e, "closing a client connection that cannot move to the new master");
+            self.end = Some(End::Unmovable);
+        }
     }
 }
 

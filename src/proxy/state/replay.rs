@@ -6,9 +6,10 @@
 //! ([`SessionState::handshake`]): the commands that give the new connection
 //! this one's state (AUTH or HELLO, CLIENT SETNAME, SELECT, subscriptions,
 //! MONITOR, an open MULTI) and a `ROLE` check. Their replies are the
-//! proxy's, never the client's. What cannot be carried over is turned into
-//! the failure Redis itself would report: a transaction that was open fails
-//! with `EXECABORT` at its `EXEC`, and a `WATCH` makes the next `EXEC`
+//! proxy's, never the client's. What cannot be carried over is turned, from
+//! the moment the old connection is lost ([`SessionState::upstream_lost`]),
+//! into the failure Redis itself would report: a transaction that was open
+//! fails with `EXECABORT` at its `EXEC`, and a `WATCH` makes the next `EXEC`
 //! return a null reply ([`Doom`]).
 
 use bytes::{Bytes, BytesMut};
@@ -72,6 +73,8 @@ pub enum Unmovable {
     Tracking,
     #[error("replies are switched off (CLIENT REPLY), so nothing can tell what ran")]
     RepliesOff,
+    #[error("an EXEC of a transaction or WATCH lost with the old master is already waiting")]
+    ExecWaiting,
 }
 
 impl SessionState {
@@ -95,10 +98,27 @@ impl SessionState {
 
     /// The upstream connection is gone: forgets the proxy's own requests
     /// (the next handshake redoes them) and keeps the client's, which the
-    /// session re-sends.
-    pub fn forget_internal(&mut self) {
+    /// session re-sends. A transaction or WATCH open on it is lost: the
+    /// client's next EXEC will fail as Redis would report it, unless that
+    /// EXEC is already among the kept requests (too late to turn it into an
+    /// abort: the connection cannot move).
+    pub fn upstream_lost(&mut self) -> Result<(), Unmovable> {
         self.pending
             .retain(|p| !matches!(p.purpose, Purpose::Replay | Purpose::RoleCheck));
+        let doom = if self.in_multi {
+            Doom::Abort
+        } else if self.watching {
+            Doom::Null
+        } else {
+            return Ok(());
+        };
+        if self.pending.iter().any(|p| p.effect == Effect::Exec) {
+            return Err(Unmovable::ExecWaiting);
+        }
+        if self.doom != Some(Doom::Abort) {
+            self.doom = Some(doom);
+        }
+        Ok(())
     }
 
     /// Whether the oldest unanswered request is the client's own, not yet
@@ -172,11 +192,9 @@ impl SessionState {
             steps.push(replay(vec![word("MONITOR")]));
         }
         if self.in_multi {
-            // Later commands must be queued, not run, and EXEC must fail.
+            // Later commands must be queued, not run (EXEC fails: see
+            // `upstream_lost`).
             steps.push(replay(vec![word("MULTI")]));
-            self.doom = Some(Doom::Abort);
-        } else if self.watching && self.doom.is_none() {
-            self.doom = Some(Doom::Null);
         }
         let frames: Vec<BytesMut> = steps
             .iter()
