@@ -14,7 +14,8 @@ use redis_protocol::resp2::types::OwnedFrame as Frame;
 use support::cluster::{
     self, FAILOVER_PATIENCE, RealSentinel, TempDir, Trio, VoterProxy, VoterSpec, config_epoch,
     current_epoch_in, logged_event, master_addr_by_name, masters_among, poll, replica_of, role,
-    sentinel_master, sentinel_myid, wait_discovered, wait_new_master, wait_same_epoch,
+    sentinel_master, sentinel_myid, wait_discovered, wait_follows, wait_new_master,
+    wait_same_epoch,
 };
 use support::{PATIENCE, free_port, proxy_binary, strings, text};
 
@@ -39,13 +40,10 @@ fn wait_repointed(trio: &Trio, promoted: SocketAddr) {
         .into_iter()
         .find(|&a| a != promoted)
         .expect("another replica");
-    poll(
+    wait_follows(
         "the other replica to follow the new master",
-        FAILOVER_PATIENCE,
-        || match replica_of(other) {
-            Some(m) if m == promoted => Ok(()),
-            m => Err(format!("{other} follows {m:?}")),
-        },
+        other,
+        promoted,
     );
 }
 
@@ -336,13 +334,10 @@ fn planned_switchover_falls_back_to_slaveof_no_one_without_the_failover_command(
         "{fallback}"
     );
     // Sentinel's way from there: the old master is converted later.
-    poll(
+    wait_follows(
         "the old master to be converted to a replica of the new one",
-        FAILOVER_PATIENCE,
-        || match replica_of(old) {
-            Some(m) if m == promoted => Ok(()),
-            m => Err(format!("{old} follows {m:?}")),
-        },
+        old,
+        promoted,
     );
     writes_reach(&voters, promoted, "fallback");
 }
@@ -361,13 +356,10 @@ fn sigstop_of_the_master_fails_over_and_the_old_master_rejoins_as_a_replica() {
 
     // Sentinel converts a returning old master after a grace period (~8 s
     // in Redis Sentinel, plus INFO polling): allow a minute.
-    poll(
+    wait_follows(
         "the old master to become a replica of the new one",
-        FAILOVER_PATIENCE,
-        || match replica_of(old) {
-            Some(m) if m == promoted => Ok(()),
-            m => Err(format!("{old} follows {m:?}")),
-        },
+        old,
+        promoted,
     );
     for &m in &members {
         assert_eq!(
@@ -842,13 +834,10 @@ fn manual_failover(members: &[Member], trio: &Trio, leader: usize) -> (SocketAdd
     // as the promotion (FAILOVER TO); after a real Sentinel's, it still says
     // "master" and some member demotes it after Sentinel's convert-to-slave
     // grace period (~8 s + INFO polling).
-    poll(
+    wait_follows(
         "the old master to be converted to a replica of the new one",
-        FAILOVER_PATIENCE,
-        || match replica_of(old) {
-            Some(m) if m == promoted => Ok(()),
-            m => Err(format!("{old} follows {m:?}")),
-        },
+        old,
+        promoted,
     );
     for m in members {
         assert_eq!(

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use redis_protocol::resp2::types::OwnedFrame as Frame;
 
 use support::cluster::{
-    self, FAILOVER_PATIENCE, MASTER_NAME, Node, Trio, VoterProxy, VoterSpec, poll, replica_of,
-    sentinel_addrs, start_voters, unread_bytes, wait_new_master,
+    self, FAILOVER_PATIENCE, MASTER_NAME, Node, Trio, VoterProxy, VoterSpec, poll, sentinel_addrs,
+    start_voters, unread_bytes, wait_follows, wait_new_master,
 };
 use support::raw::{Conn, Got, aggregate, bulk, bulk_array, bulk_text, int, is_error, show};
 use support::{PATIENCE, Proxy};
@@ -97,13 +97,10 @@ impl Setup {
     /// outvoted).
     fn wait_old_master_demoted(&self, promoted: SocketAddr) {
         let old = self.trio.master.addr();
-        poll(
+        wait_follows(
             "the old master to be demoted to a replica of the new one",
-            FAILOVER_PATIENCE,
-            || match replica_of(old) {
-                Some(m) if m == promoted => Ok(()),
-                m => Err(format!("{old} follows {m:?}")),
-            },
+            old,
+            promoted,
         );
     }
 }

@@ -693,6 +693,14 @@ pub fn masters_among(candidates: &[SocketAddr]) -> Vec<SocketAddr> {
 }
 
 /// The master a replica follows, per its `INFO replication`.
+/// Waits (up to [`FAILOVER_PATIENCE`]) until `redis` is a replica of `master`.
+pub fn wait_follows(what: &str, redis: SocketAddr, master: SocketAddr) {
+    poll(what, FAILOVER_PATIENCE, || match replica_of(redis) {
+        Some(m) if m == master => Ok(()),
+        m => Err(format!("{redis} follows {m:?}")),
+    });
+}
+
 pub fn replica_of(redis: SocketAddr) -> Option<SocketAddr> {
     let info = info_replication(redis)?;
     if info.get("role").map(String::as_str) != Some("slave") {
