@@ -465,3 +465,64 @@ fn error_info(error: &[u8]) -> FrameInfo {
     let _ = scanner.scan(error);
     *scanner.info()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_the_replies_of_a_command_that_did_not_run() {
+        for (head, refusal) in [
+            (&b"READONLY You can't write against a read only replica."[..], Some(Refusal::Replica)),
+            (b"MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", Some(Refusal::Replica)),
+            (b"UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)", Some(Refusal::Replica)),
+            (b"LOADING Redis is loading the dataset in memory", Some(Refusal::Loading)),
+            // Unblocked by an operator: the client must see it.
+            (b"UNBLOCKED client unblocked via CLIENT UNBLOCK", None),
+            (b"ERR wrong number of arguments", None),
+            (b"READONLYX", None),
+        ] {
+            let head = &head[..head.len().min(16)];
+            assert_eq!(Refusal::of(head), refusal, "{}", head.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn each_held_request_expires_hold_timeout_after_its_arrival() {
+        let t0 = Instant::now();
+        let mut hold = Hold::new(t0, Duration::from_secs(5));
+        hold.next_attempt = None;
+        hold.arrived(t0, 2);
+        hold.arrived(t0 + Duration::from_secs(3), 1);
+        assert_eq!(hold.rearm(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(hold.expire(t0 + Duration::from_secs(5)), 2);
+        assert_eq!(hold.rearm(), Some(t0 + Duration::from_secs(8)));
+        assert_eq!(hold.expire(t0 + Duration::from_secs(7)), 0);
+        assert_eq!(hold.expire(t0 + Duration::from_secs(8)), 1);
+        assert_eq!(hold.rearm(), None);
+    }
+
+    #[test]
+    fn failed_attempts_back_off_until_a_request_is_answered() {
+        let t0 = Instant::now();
+        let mut hold = Hold::new(t0, Duration::from_secs(5));
+        let mut delays = Vec::new();
+        for _ in 0..6 {
+            hold.failed_attempt(t0, "refused".into());
+            delays.push(hold.next_attempt.map(|at| at - t0));
+        }
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(
+            delays,
+            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
+        // A ROLE check alone does not reset it (an instance that accepts
+        // and closes must not cause a reconnect loop); a real answer does.
+        hold.verified();
+        hold.failed_attempt(t0, "closed".into());
+        assert_eq!(hold.next_attempt.map(|at| at - t0), ms(1000));
+        hold.answered();
+        hold.failed_attempt(t0, "closed".into());
+        assert_eq!(hold.next_attempt.map(|at| at - t0), ms(100));
+    }
+}
