@@ -236,6 +236,36 @@ fn master_dying_keeps_idle_clients_and_closes_blocked_ones() {
     assert!(error_text(&c.cmd(&["PING"])).contains("mymaster"));
 }
 
+#[test]
+fn an_instance_that_accepts_and_refuses_is_retried_with_backoff_not_in_a_loop() {
+    // Redis at maxclients accepts a connection, answers
+    // `-ERR max number of clients reached` and closes it.
+    let redis = Redis::start_with(&["--maxclients", "1"]);
+    let mut occupant = redis.client();
+    assert_eq!(text(&occupant.cmd(&["PING"])), "PONG");
+    let proxy = Proxy::start_with(redis.addr, "hold_timeout = \"600ms\"");
+    let mut c = proxy.client();
+    let held = error_text(&c.cmd(&["PING"]));
+    assert!(held.contains("service 'mymaster'"), "{held}");
+    assert!(held.contains("max number of clients reached"), "{held}");
+    // Attempts back off (100 ms, doubling): a handful, not thousands.
+    let stats = text(&occupant.cmd(&["INFO", "stats"]));
+    let rejected: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("rejected_connections:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rejected_connections in INFO stats");
+    assert!(
+        (1..=20).contains(&rejected),
+        "{rejected} connections refused by Redis while one request waited 600 ms"
+    );
+    // Once there is room, the same connection gets through.
+    drop(occupant);
+    wait_until("the session to get a slot on the master", || {
+        is_pong(&c.cmd(&["PING"]))
+    });
+}
+
 // ---------------------------------------------------------------- graceful shutdown
 
 #[test]

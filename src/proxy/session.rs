@@ -606,9 +606,11 @@ impl Session {
                             continue;
                         }
                         ReplyRole::RoleCheck => {
+                            let reply = self.from_upstream.get(start..pos).unwrap_or(&[]);
+                            let reply = String::from_utf8_lossy(reply).trim_end().to_owned();
                             self.cut_upstream(start, pos, None);
                             (start, pos) = (0, 0);
-                            if !self.on_role(&info) {
+                            if !self.on_role(&info, &reply) {
                                 return Ok(());
                             }
                             continue;

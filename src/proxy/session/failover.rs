@@ -44,7 +44,7 @@ pub(super) enum Loss {
     Closed,
     /// It answered the oldest request with a refusal: the command did not run.
     Refused(Refusal),
-    /// Its `ROLE` is not master.
+    /// Its `ROLE` is not master (or it refused ROLE).
     NotMaster(String),
 }
 
@@ -217,16 +217,30 @@ impl Session {
         }
     }
 
-    /// The answer to the handshake's `ROLE`. Returns false if the
-    /// connection was given up (the instance is not a master).
-    pub(super) fn on_role(&mut self, info: &FrameInfo) -> bool {
+    /// The answer to the handshake's `ROLE` (`reply` is its text, for
+    /// errors). Returns false if the connection was given up: the instance
+    /// is not a master, or refused for another reason than authentication
+    /// (`-NOAUTH`, `-NOPERM`: the client has not authenticated, or may not
+    /// run ROLE; the route is trusted then).
+    pub(super) fn on_role(&mut self, info: &FrameInfo, reply: &str) -> bool {
         let role = info.head();
-        if !info.is_error() && !role.eq_ignore_ascii_case(b"master") {
-            let reason = format!(
+        let trusted_error = role.starts_with(b"NOAUTH") || role.starts_with(b"NOPERM");
+        let reason = if info.is_error() && !trusted_error {
+            Some(format!(
+                "{} refused ROLE: {}",
+                self.master,
+                reply.trim_start_matches(['-', '!'])
+            ))
+        } else if !info.is_error() && !role.eq_ignore_ascii_case(b"master") {
+            Some(format!(
                 "{} is not a master (ROLE: {})",
                 self.master,
                 String::from_utf8_lossy(role)
-            );
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             self.lose_upstream(Loss::NotMaster(reason));
             return false;
         }
