@@ -247,8 +247,8 @@ impl Session {
         if let Upstream::Connected { verified, .. } = &mut self.upstream {
             *verified = true;
         }
-        self.hold.verified();
         if !self.route_moved {
+            self.hold.verified();
             for chunk in self.held.iter() {
                 self.unanswered.push(chunk.clone());
                 self.to_upstream.push(chunk.clone());
