@@ -1036,8 +1036,8 @@ fn a_refused_failover_to_falls_back_to_slaveof_no_one_at_once() {
     assert!(!w.commands.iter().any(|c| c.contains("CONFIG REWRITE")));
 }
 
-#[test]
-fn failover_to_without_a_promotion_falls_back_after_its_timeout() {
+/// `SENTINEL FAILOVER` at 2 s, to a master that will never answer FAILOVER TO.
+fn failover_to_sent_to_a_silent_master() -> (Core, World) {
     let mut core = Core::new(config(2), T0).unwrap();
     let mut w = World {
         failover_to: FailoverTo::Silent,
@@ -1045,6 +1045,12 @@ fn failover_to_without_a_promotion_falls_back_after_its_timeout() {
     };
     w.run(&mut core, T0, T0 + 2_000);
     sentinel_failover(&mut w, &mut core, T0 + 2_000);
+    (core, w)
+}
+
+#[test]
+fn failover_to_without_a_promotion_falls_back_after_its_timeout() {
+    let (mut core, mut w) = failover_to_sent_to_a_silent_master();
     w.run_every(&mut core, T0 + 2_000, T0 + 30_000, 10);
     let sent = logged_at(&w, "+failover-to").expect("FAILOVER TO sent");
     let fell_back = logged_at(&w, "-failover-to-fallback").expect("fell back");
@@ -1073,13 +1079,7 @@ fn failover_to_falls_back_when_the_master_link_drops_and_is_skipped_for_a_down_m
         addr: addr(27000),
     };
     // The link drops while FAILOVER TO is in flight: no reply will come.
-    let mut core = Core::new(config(2), T0).unwrap();
-    let mut w = World {
-        failover_to: FailoverTo::Silent,
-        ..world()
-    };
-    w.run(&mut core, T0, T0 + 2_000);
-    sentinel_failover(&mut w, &mut core, T0 + 2_000);
+    let (mut core, mut w) = failover_to_sent_to_a_silent_master();
     w.run_every(&mut core, T0 + 2_000, T0 + 2_050, 10);
     assert_eq!(w.commands, ["27000: FAILOVER TO 27002 TIMEOUT 5000"]);
     w.up.insert(27000, false);

@@ -40,17 +40,10 @@ fn statuses(list: &[&'static str]) -> V {
     V::A(list.iter().map(|s| V::S(s)).collect())
 }
 
-/// A Redis 7 entry: name, arity, flags, keys (3), categories, tips, key
-/// specs, subcommands.
+/// A Redis 7 entry: Redis 6's fields, then tips, key specs, subcommands.
 fn entry7(name: &'static str, flags: &[&'static str], cats: &[&'static str], subs: Vec<V>) -> V {
-    V::A(vec![
-        V::B(name),
-        V::I(-2),
-        statuses(flags),
-        V::I(1),
-        V::I(1),
-        V::I(1),
-        statuses(cats),
+    let mut fields = fields6(name, flags, cats);
+    fields.extend([
         V::A(vec![]),
         // A key spec, to give the reply Redis 7's depth.
         V::A(vec![V::A(vec![
@@ -65,12 +58,17 @@ fn entry7(name: &'static str, flags: &[&'static str], cats: &[&'static str], sub
             ]),
         ])]),
         V::A(subs),
-    ])
+    ]);
+    V::A(fields)
 }
 
 /// A Redis 6 entry: name, arity, flags, keys (3), categories.
 fn entry6(name: &'static str, flags: &[&'static str], cats: &[&'static str]) -> V {
-    V::A(vec![
+    V::A(fields6(name, flags, cats))
+}
+
+fn fields6(name: &'static str, flags: &[&'static str], cats: &[&'static str]) -> Vec<V> {
+    vec![
         V::B(name),
         V::I(-2),
         statuses(flags),
@@ -78,7 +76,7 @@ fn entry6(name: &'static str, flags: &[&'static str], cats: &[&'static str]) -> 
         V::I(0),
         V::I(0),
         statuses(cats),
-    ])
+    ]
 }
 
 fn small_reply() -> Vec<u8> {
