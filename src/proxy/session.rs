@@ -37,7 +37,7 @@ use crate::route::{Recheck, RouteReceiver};
 /// Stop reading one side while this much is still waiting to go to the
 /// other; also the most a session holds while no master is verified.
 const HIGH_WATER: usize = 4 * 1024 * 1024;
-/// Requests up to this size are kept for a re-send as a copy of their own.
+/// Blocking requests up to this size are kept for a re-send as a copy of their own.
 const KEEP_COPY_MAX: usize = 4096;
 /// An unfinished request may not grow past this, like Redis's `client-query-buffer-limit`.
 const QUERY_BUFFER_LIMIT: usize = 1 << 30;
@@ -481,10 +481,10 @@ impl Session {
     /// none is verified or the session is about to move.
     fn send(&mut self, requests: Bytes, waiting: usize) {
         if self.sending() {
-            // Kept until answered, to be re-sent on failover; a small one
-            // as a copy, so that a request waiting long (BLPOP) does not
-            // keep the whole 16 KiB read buffer alive.
-            let kept = if requests.len() <= KEEP_COPY_MAX {
+            // Kept until answered, to be re-sent on failover. A blocking
+            // request (BLPOP) may wait long: a small one is kept as a copy,
+            // so that it does not keep the whole 16 KiB read buffer alive.
+            let kept = if self.state.blocking_in_flight() && requests.len() <= KEEP_COPY_MAX {
                 Bytes::copy_from_slice(&requests)
             } else {
                 requests.clone()
