@@ -144,9 +144,13 @@ impl Hold {
     /// A client request got a real answer: the connection works, so
     /// refusals, losses and the backoff start afresh.
     pub(super) fn answered(&mut self) {
-        self.refused_since = None;
-        self.lost_since = None;
-        self.backoff = MIN_BACKOFF;
+        // Called for every reply: write only when there is something to reset.
+        if self.refused_since.is_some() || self.lost_since.is_some() || self.backoff != MIN_BACKOFF
+        {
+            self.refused_since = None;
+            self.lost_since = None;
+            self.backoff = MIN_BACKOFF;
+        }
     }
 
     /// Whether a refused request may be re-sent (once more).
