@@ -14,7 +14,7 @@ use redis_protocol::resp2::types::OwnedFrame as Frame;
 use support::cluster::{
     self, FAILOVER_PATIENCE, RealSentinel, TempDir, Trio, VoterProxy, VoterSpec, config_epoch,
     current_epoch_in, logged_event, master_addr_by_name, masters_among, poll, replica_of, role,
-    sentinel_master, sentinel_myid, wait_discovered, wait_follows, wait_new_master,
+    sentinel_addrs, sentinel_master, sentinel_myid, wait_discovered, wait_follows, wait_new_master,
     wait_same_epoch,
 };
 use support::{PATIENCE, free_port, proxy_binary, strings, text};
@@ -24,13 +24,8 @@ use support::{PATIENCE, free_port, proxy_binary, strings, text};
 fn three_voters() -> (Trio, Vec<VoterProxy>) {
     let trio = Trio::start();
     let spec = VoterSpec::new(trio.master.addr(), 2, "1s", "20s");
-    let voters: Vec<VoterProxy> = (0..3).map(|_| VoterProxy::start(&spec)).collect();
-    wait_discovered(&sentinel_addrs(&voters), 2);
+    let voters = cluster::start_voters(&spec, 3, 2);
     (trio, voters)
-}
-
-fn sentinel_addrs(voters: &[VoterProxy]) -> Vec<SocketAddr> {
-    voters.iter().map(|v| v.sentinel_addr).collect()
 }
 
 /// The replica that is not `promoted` follows it (its INFO says so).
