@@ -481,21 +481,32 @@ impl Session {
     /// none is verified or the session is about to move.
     fn send(&mut self, requests: Bytes, waiting: usize) {
         if self.sending() {
-            // Kept until answered, to be re-sent on failover. A blocking
-            // request (BLPOP) may wait long: a small one is kept as a copy,
-            // so that it does not keep the whole 16 KiB read buffer alive.
-            let kept = if self.state.blocking_in_flight() && requests.len() <= KEEP_COPY_MAX {
-                Bytes::copy_from_slice(&requests)
-            } else {
-                requests.clone()
-            };
-            self.unanswered.push(kept);
-            self.to_upstream.push(requests);
+            self.give_upstream(requests);
         } else {
             self.held.push(requests);
             self.held_requests += waiting;
             self.hold.arrived(Instant::now(), waiting);
         }
+    }
+
+    /// Queues bytes for the upstream and keeps them until answered, to be
+    /// re-sent on failover. A blocking request (BLPOP) may wait long: a
+    /// small one is kept as a copy, so that it does not keep the whole
+    /// 16 KiB read buffer alive.
+    fn give_upstream(&mut self, bytes: Bytes) {
+        let kept = if self.state.blocking_in_flight() && bytes.len() <= KEEP_COPY_MAX {
+            Bytes::copy_from_slice(&bytes)
+        } else {
+            bytes.clone()
+        };
+        self.unanswered.push(kept);
+        self.to_upstream.push(bytes);
+    }
+
+    /// Drops the kept bytes of the requests answered since the last call.
+    fn release_answered(&mut self) {
+        let released = self.state.take_released();
+        self.unanswered.consume(released);
     }
 
     /// Sends one request recorded as something else than a plain request.
@@ -606,11 +617,14 @@ impl Session {
                             continue;
                         }
                         ReplyRole::RoleCheck => {
-                            let reply = self.from_upstream.get(start..pos).unwrap_or(&[]);
-                            let reply = String::from_utf8_lossy(reply).trim_end().to_owned();
+                            // The text of a refusal, for the error replies.
+                            let error = info.is_error().then(|| {
+                                let reply = self.from_upstream.get(start..pos).unwrap_or(&[]);
+                                String::from_utf8_lossy(reply).trim().to_owned()
+                            });
                             self.cut_upstream(start, pos, None);
                             (start, pos) = (0, 0);
-                            if !self.on_role(&info, &reply) {
+                            if !self.on_role(&info, error) {
                                 return Ok(());
                             }
                             continue;
@@ -630,8 +644,7 @@ impl Session {
                 Err(e) => return Err(SessionError::UpstreamProtocol(e)),
             }
         }
-        let released = self.state.take_released();
-        self.unanswered.consume(released);
+        self.release_answered();
         // A partial frame streams through only if it is surely the client's
         // (and not an error, which may be a refusal to re-send); one that
         // began streaming goes on.
@@ -664,8 +677,7 @@ impl Session {
         if let Some(reply) = instead {
             self.to_client.push(reply);
         }
-        let released = self.state.take_released();
-        self.unanswered.consume(released);
+        self.release_answered();
     }
 
     /// A failed write means the upstream is gone.

@@ -200,9 +200,7 @@ impl Session {
         match upstream::connect(master, service.connect_timeout, service.keepalive).await {
             Ok(stream) => match self.state.handshake() {
                 Ok(handshake) => {
-                    let handshake = handshake.freeze();
-                    self.unanswered.push(handshake.clone());
-                    self.to_upstream.push(handshake);
+                    self.give_upstream(handshake.freeze());
                     self.upstream = Upstream::Connected {
                         stream,
                         verified: false,
@@ -221,28 +219,26 @@ impl Session {
         }
     }
 
-    /// The answer to the handshake's `ROLE` (`reply` is its text, for
-    /// errors). Returns false if the connection was given up: the instance
+    /// The answer to the handshake's `ROLE` (`error`: its text, if it is
+    /// one). Returns false if the connection was given up: the instance
     /// is not a master, or refused for another reason than authentication
     /// (`-NOAUTH`, `-NOPERM`: the client has not authenticated, or may not
     /// run ROLE; the route is trusted then).
-    pub(super) fn on_role(&mut self, info: &FrameInfo, reply: &str) -> bool {
+    pub(super) fn on_role(&mut self, info: &FrameInfo, error: Option<String>) -> bool {
         let role = info.head();
-        let trusted_error = role.starts_with(b"NOAUTH") || role.starts_with(b"NOPERM");
-        let reason = if info.is_error() && !trusted_error {
-            Some(format!(
+        let reason = match error {
+            Some(_) if role.starts_with(b"NOAUTH") || role.starts_with(b"NOPERM") => None,
+            Some(error) => Some(format!(
                 "{} refused ROLE: {}",
                 self.master,
-                reply.trim_start_matches(['-', '!'])
-            ))
-        } else if !info.is_error() && !role.eq_ignore_ascii_case(b"master") {
-            Some(format!(
+                error.trim_start_matches(['-', '!'])
+            )),
+            None if role.eq_ignore_ascii_case(b"master") => None,
+            None => Some(format!(
                 "{} is not a master (ROLE: {})",
                 self.master,
                 String::from_utf8_lossy(role)
-            ))
-        } else {
-            None
+            )),
         };
         if let Some(reason) = reason {
             self.lose_upstream(Loss::NotMaster(reason));
@@ -253,11 +249,9 @@ impl Session {
         }
         if !self.route_moved {
             self.hold.verified();
-            for chunk in self.held.iter() {
-                self.unanswered.push(chunk.clone());
-                self.to_upstream.push(chunk.clone());
+            for chunk in std::mem::take(&mut self.held).into_chunks() {
+                self.give_upstream(chunk);
             }
-            self.held = Chunks::default();
             self.held_requests = 0;
         }
         true
@@ -290,8 +284,7 @@ impl Session {
     pub(super) fn move_if_quiet(&mut self) {
         if self.route_moved && self.sent_requests() == 0 && self.upstream_scan.is_idle() {
             tracing::debug!(service = %self.service.name, from = %self.master, "moving to the new master");
-            self.drop_upstream();
-            self.forget_upstream_state();
+            self.leave_upstream();
             self.hold.next_attempt = Some(Instant::now());
         }
     }
@@ -321,8 +314,7 @@ impl Session {
             }
             Upstream::Connected { .. } => {
                 self.hold.reason = format!("{} did not answer ROLE", self.master);
-                self.drop_upstream();
-                self.forget_upstream_state();
+                self.leave_upstream();
                 self.hold.retry_in(now, self.hold.backoff);
             }
             Upstream::Down => {}
@@ -350,10 +342,6 @@ impl Session {
         }
         let _ = self.state.take_released();
         let _ = self.held.take_front(bytes);
-        if self.state.in_flight() == 0 {
-            // Requests that wait for no reply go too.
-            self.held = Chunks::default();
-        }
         self.held_requests = self.state.in_flight();
     }
 
@@ -362,11 +350,10 @@ impl Session {
     /// request's outcome is unknown.
     pub(super) fn lose_upstream(&mut self, loss: Loss) {
         let now = Instant::now();
-        let released = self.state.take_released();
-        self.unanswered.consume(released);
+        self.release_answered();
         if self.state.quit_sent() {
             self.end = Some(End::UpstreamClosed);
-            self.drop_upstream();
+            self.leave_upstream();
             return;
         }
         // Part of a reply already went to the client.
@@ -406,13 +393,13 @@ impl Session {
             }
             resend.append(bytes);
         }
-        self.drop_upstream();
         if unknown {
             tracing::debug!(service = %self.service.name, master = %self.master, "upstream lost with a request of unknown outcome in flight: closing the client connection");
             self.end = Some(End::UpstreamClosed);
+            self.leave_upstream();
             return;
         }
-        self.forget_upstream_state();
+        self.leave_upstream();
         if self.end.is_some() {
             return;
         }
@@ -426,35 +413,26 @@ impl Session {
         if resent > 0 {
             self.hold.arrivals.push_front((since, resent));
         }
-        let route_moved = self.service.route.borrow().master != self.master;
-        match loss {
-            Loss::Closed => {
-                let reason = format!("lost the connection to master {}", self.master);
-                self.hold.failed_attempt(now, reason);
-            }
-            Loss::Refused(refusal) => {
-                self.hold.reason = format!("{} refused a command ({refusal:?})", self.master);
-                self.service.recheck.request();
-                let delay = if route_moved {
-                    Duration::ZERO
-                } else {
-                    self.hold.backoff
-                };
-                self.hold.retry_in(now, delay);
-            }
-            Loss::NotMaster(reason) => {
-                self.hold.reason = reason;
-                self.service.recheck.request();
-                self.hold.failed_attempt(now, self.hold.reason.clone());
-                if route_moved {
-                    self.hold.retry_in(now, Duration::ZERO);
-                }
-            }
+        // Not a master any more: let the control plane look at once.
+        if !matches!(loss, Loss::Closed) {
+            self.service.recheck.request();
+        }
+        let reason = match loss {
+            Loss::Closed => format!("lost the connection to master {}", self.master),
+            Loss::Refused(refusal) => format!("{} refused a command ({refusal:?})", self.master),
+            Loss::NotMaster(reason) => reason,
+        };
+        self.hold.failed_attempt(now, reason);
+        if self.service.route.borrow().master != self.master {
+            // The route has moved on already: no need to wait.
+            self.hold.retry_in(now, Duration::ZERO);
         }
     }
 
-    /// Forgets the upstream connection and everything in transit on it.
-    fn drop_upstream(&mut self) {
+    /// Forgets the upstream connection, everything in transit on it and
+    /// the proxy's own requests on it; a connection whose state cannot
+    /// move to another master ends.
+    fn leave_upstream(&mut self) {
         self.upstream = Upstream::Down;
         self.to_upstream = Default::default();
         self.unanswered = Chunks::default();
@@ -464,14 +442,9 @@ impl Session {
         self.upstream_half_closed = false;
         self.route_moved = false;
         self.streaming = false;
-    }
-
-    /// The state side of losing the upstream; a connection whose state
-    /// cannot move ends.
-    fn forget_upstream_state(&mut self) {
         if let Err(e) = self.state.upstream_lost() {
             tracing::info!(service = %self.service.name, error = %e, "closing a client connection that cannot move to the new master");
-            self.end = Some(End::Unmovable);
+            self.end.get_or_insert(End::Unmovable);
         }
     }
 }

@@ -107,6 +107,11 @@ impl Chunks {
         taken
     }
 
+    /// The chunks, in order.
+    pub fn into_chunks(self) -> VecDeque<Bytes> {
+        self.chunks
+    }
+
     /// Appends all of `other`.
     pub fn append(&mut self, other: Chunks) {
         self.bytes += other.bytes;
