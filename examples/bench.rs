@@ -46,7 +46,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Guard, TempDir, addr, free_port, load_average, median, start_on_free_port, version};
+use common::{
+    Guard, TempDir, addr, free_port, load_average, median, start_on_free_port, version,
+    voter_config,
+};
 
 /// Descriptor limit asked for (driver and, by inheritance, every child).
 const NOFILE: u64 = 131_072;
@@ -154,30 +157,9 @@ fn start_redis(dir: &Path) -> (Guard, u16) {
 fn start_sentinel_proxy(bin: &Path, dir: &Path, redis: u16) -> (Guard, u16) {
     let config = dir.join("sentinel-proxy.toml");
     let make = |port: u16| {
-        let text = format!(
-            r#"[sentinel]
-role = "voter"
-listen = "127.0.0.1:{sentinel}"
-state_file = "{state}"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[proxy]
-drain_timeout = "1s"
-
-[[service]]
-name = "bench"
-listen = "127.0.0.1:{port}"
-master = "127.0.0.1:{redis}"
-max_clients = 20000
-client_idle_timeout = "0s"
-connect_timeout = "2s"
-"#,
-            sentinel = free_port(),
-            admin = free_port(),
-            state = dir.join("sentinel-proxy.state").display(),
-        );
+        let extra = "max_clients = 20000\nclient_idle_timeout = \"0s\"\nconnect_timeout = \"2s\"\n";
+        let state = dir.join("sentinel-proxy.state");
+        let text = voter_config(free_port(), &state, "bench", port, redis, extra);
         std::fs::write(&config, text).expect("cannot write the proxy configuration");
         let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");

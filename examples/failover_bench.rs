@@ -127,6 +127,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
     Guard, STARTUP, TempDir, addr, free_port, load_average, median, start_on_free_port, version,
+    voter_config,
 };
 
 /// Whether a server on `port` answers PING.
@@ -499,31 +500,12 @@ fn start_proxy_voter(bin: &Path, dir: &Path, i: usize, master: u16, o: &Options)
     let mut sentinel_port = 0;
     let make = |data: u16| {
         sentinel_port = free_port();
-        let text = format!(
-            r#"[sentinel]
-role = "voter"
-listen = "127.0.0.1:{sentinel_port}"
-state_file = "{state}"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[proxy]
-drain_timeout = "1s"
-
-[[service]]
-name = "{MASTER_NAME}"
-listen = "127.0.0.1:{data}"
-master = "127.0.0.1:{master}"
-quorum = 2
-down_after = "{down_after}ms"
-failover_timeout = "{failover_timeout}ms"
-"#,
-            admin = free_port(),
-            state = dir.join(format!("proxy{i}.state")).display(),
-            down_after = o.down_after_ms,
-            failover_timeout = o.failover_timeout_ms,
+        let extra = format!(
+            "quorum = 2\ndown_after = \"{}ms\"\nfailover_timeout = \"{}ms\"\n",
+            o.down_after_ms, o.failover_timeout_ms
         );
+        let state = dir.join(format!("proxy{i}.state"));
+        let text = voter_config(sentinel_port, &state, MASTER_NAME, data, master, &extra);
         std::fs::write(&config, text).expect("cannot write a proxy configuration");
         let mut cmd = Command::new(bin);
         cmd.arg("--config")

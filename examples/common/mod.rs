@@ -6,7 +6,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -139,6 +139,39 @@ impl Drop for TempDir {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
+}
+
+/// A sentinel-proxy voter configuration: Sentinel port `sentinel`, one
+/// service `name` listening on `listen` in front of `master`, plus the
+/// service keys in `service_extra` (TOML lines).
+pub fn voter_config(
+    sentinel: u16,
+    state: &Path,
+    name: &str,
+    listen: u16,
+    master: u16,
+    service_extra: &str,
+) -> String {
+    format!(
+        r#"[sentinel]
+role = "voter"
+listen = "127.0.0.1:{sentinel}"
+state_file = "{state}"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[proxy]
+drain_timeout = "1s"
+
+[[service]]
+name = "{name}"
+listen = "127.0.0.1:{listen}"
+master = "127.0.0.1:{master}"
+{service_extra}"#,
+        admin = free_port(),
+        state = state.display(),
+    )
 }
 
 pub fn free_port() -> u16 {
