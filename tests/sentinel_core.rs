@@ -677,31 +677,28 @@ fn single_voter_failover_matches_the_lab_sequence() {
     assert_eq!(w.role[&27000], Some(27002));
 }
 
+/// The replica promoted when the master of `w` dies (quorum 1).
+fn promoted_after_master_death(mut w: World) -> Addr {
+    let mut core = Core::new(config(1), T0).unwrap();
+    w.run(&mut core, T0, T0 + 2_000);
+    w.up.insert(27000, false);
+    w.run(&mut core, T0 + 2_000, T0 + 12_000);
+    core.master("mymaster").unwrap().addr
+}
+
 #[test]
 fn replica_selection_prefers_priority_then_offset_then_runid_and_skips_priority_0() {
-    let mut core = Core::new(config(1), T0).unwrap();
     let mut w = world();
     w.priority.insert(27002, 100);
     w.offset.insert(27001, 5);
     w.offset.insert(27002, 9);
-    w.run(&mut core, T0, T0 + 2_000);
-    w.up.insert(27000, false);
-    w.run(&mut core, T0 + 2_000, T0 + 12_000);
-    assert_eq!(
-        core.master("mymaster").unwrap().addr,
-        addr(27002),
-        "higher offset"
-    );
+    assert_eq!(promoted_after_master_death(w), addr(27002), "higher offset");
 
-    let mut core = Core::new(config(1), T0).unwrap();
     let mut w = world();
     w.priority.insert(27002, 0);
     w.priority.insert(27001, 100);
-    w.run(&mut core, T0, T0 + 2_000);
-    w.up.insert(27000, false);
-    w.run(&mut core, T0 + 2_000, T0 + 12_000);
     assert_eq!(
-        core.master("mymaster").unwrap().addr,
+        promoted_after_master_death(w),
         addr(27001),
         "priority 0 never"
     );

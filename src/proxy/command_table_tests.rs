@@ -1,7 +1,7 @@
 use std::process::{Child, Command, Stdio};
 
 use super::*;
-use crate::route::{self, Route};
+use crate::route::{self, Route, RouteReceiver};
 
 // ---------------------------------------------------------------------------
 // A hand-written COMMAND reply
@@ -497,6 +497,26 @@ impl std::io::Write for Logs {
     }
 }
 
+/// Starts `keep_loaded` (no credentials) on `route`.
+fn spawn_loader(
+    route: RouteReceiver,
+) -> (
+    Arc<SharedTable>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let shared = Arc::new(SharedTable::default());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(keep_loaded(
+        shared.clone(),
+        route,
+        None,
+        TIMEOUT,
+        shutdown.clone(),
+    ));
+    (shared, shutdown, task)
+}
+
 #[tokio::test]
 async fn keep_loaded_retries_and_reloads_after_a_route_change() {
     let logs = Logs::default();
@@ -517,15 +537,7 @@ async fn keep_loaded_retries_and_reloads_after_a_route_change() {
         master: dead,
         config_epoch: 0,
     });
-    let shared = Arc::new(SharedTable::default());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(keep_loaded(
-        shared.clone(),
-        rx,
-        None,
-        TIMEOUT,
-        shutdown.clone(),
-    ));
+    let (shared, shutdown, task) = spawn_loader(rx);
 
     // The master is down: nothing loads, and the loader keeps trying.
     // It warns once, not once a second.
@@ -580,15 +592,7 @@ async fn keep_loaded_outlives_its_route_sender_until_shutdown() {
         config_epoch: 0,
     });
     drop(tx);
-    let shared = Arc::new(SharedTable::default());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(keep_loaded(
-        shared.clone(),
-        rx,
-        None,
-        TIMEOUT,
-        shutdown.clone(),
-    ));
+    let (shared, shutdown, task) = spawn_loader(rx);
     wait_for("the table", || shared.get().is_some()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!task.is_finished());
