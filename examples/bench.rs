@@ -15,13 +15,15 @@
 //!   (more, so that a run lasts long enough to measure).
 //! * `--clients C` (default 50): redis-benchmark `-c`.
 //! * `--idle-conns K` (default 10000): idle connections for the memory test; 0 skips it.
+//! * `--threads T` (default 2): threads for both proxies (sentinel-proxy's
+//!   `worker_threads`, HAProxy's `nbthread`), the same for a fair comparison.
 //!
 //! What one run does, all on 127.0.0.1 and on free ports:
 //!
 //! 1. builds `target/release/sentinel-proxy` (`cargo build --release --bin sentinel-proxy`),
 //!    starts a redis-server (no persistence, `--maxclients 30000`), a sentinel-proxy process
-//!    in front of it (`max_clients = 20000`) and an HAProxy (`mode tcp`, `nbthread 2`) in
-//!    front of the same redis, configurations in a temporary directory;
+//!    in front of it (`max_clients = 20000`, `worker_threads = T`) and an HAProxy (`mode tcp`,
+//!    `nbthread T`) in front of the same redis, configurations in a temporary directory;
 //! 2. idle memory: opens K client connections to each proxy in turn, each sends one PING
 //!    and reads +PONG (so the upstream connection exists), and reports the growth of the
 //!    proxy's VmRSS per connection; then closes them and waits until Redis saw them go;
@@ -67,6 +69,7 @@ struct Options {
     pipelined_requests: u64,
     clients: u32,
     idle_conns: usize,
+    threads: usize,
 }
 
 impl Options {
@@ -77,13 +80,14 @@ impl Options {
             pipelined_requests: 0,
             clients: 50,
             idle_conns: 10_000,
+            threads: 2,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
                 eprintln!(
                     "usage: cargo run --release --example bench -- [--rounds R] [--requests N] \
-                     [--pipelined-requests M] [--clients C] [--idle-conns K]"
+                     [--pipelined-requests M] [--clients C] [--idle-conns K] [--threads T]"
                 );
                 std::process::exit(0);
             }
@@ -100,6 +104,7 @@ impl Options {
                 "--pipelined-requests" => o.pipelined_requests = number(&value).max(1),
                 "--clients" => o.clients = number(&value).max(1) as u32,
                 "--idle-conns" => o.idle_conns = number(&value) as usize,
+                "--threads" => o.threads = number(&value).max(1) as usize,
                 _ => die(&format!("unknown flag {flag} (try --help)")),
             }
         }
@@ -154,12 +159,12 @@ fn start_redis(dir: &Path) -> (Guard, u16) {
     start_on_free_port("redis-server", make, dir.join("redis.log"), ping)
 }
 
-fn start_sentinel_proxy(bin: &Path, dir: &Path, redis: u16) -> (Guard, u16) {
+fn start_sentinel_proxy(bin: &Path, dir: &Path, redis: u16, threads: usize) -> (Guard, u16) {
     let config = dir.join("sentinel-proxy.toml");
     let make = |port: u16| {
         let extra = "max_clients = 20000\nclient_idle_timeout = \"0s\"\nconnect_timeout = \"2s\"\n";
         let state = dir.join("sentinel-proxy.state");
-        let text = voter_config(free_port(), &state, "bench", port, redis, extra);
+        let text = voter_config(free_port(), &state, threads, "bench", port, redis, extra);
         std::fs::write(&config, text).expect("cannot write the proxy configuration");
         let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
@@ -168,12 +173,12 @@ fn start_sentinel_proxy(bin: &Path, dir: &Path, redis: u16) -> (Guard, u16) {
     start_on_free_port("sentinel-proxy", make, dir.join("sentinel-proxy.log"), ping)
 }
 
-fn start_haproxy(dir: &Path, redis: u16, maxconn: u64) -> (Guard, u16) {
+fn start_haproxy(dir: &Path, redis: u16, maxconn: u64, threads: usize) -> (Guard, u16) {
     let config = dir.join("haproxy.cfg");
     let make = |port: u16| {
         let text = format!(
             "global
-    nbthread 2
+    nbthread {threads}
     maxconn {maxconn}
 
 defaults
@@ -500,11 +505,12 @@ fn main() {
 
     let dir = TempDir::new("sentinel-proxy-bench", false);
     let (mut redis, redis_port) = start_redis(&dir.path);
-    let (mut proxy, proxy_port) = start_sentinel_proxy(&bin, &dir.path, redis_port);
+    let (mut proxy, proxy_port) = start_sentinel_proxy(&bin, &dir.path, redis_port, opts.threads);
     let (mut haproxy, haproxy_port) = start_haproxy(
         &dir.path,
         redis_port,
         (nofile.saturating_sub(FD_SPARE) / 2).min(30_000),
+        opts.threads,
     );
     eprintln!(
         "bench: redis-server pid {} port {redis_port}; sentinel-proxy pid {} port {proxy_port}; \
@@ -591,7 +597,7 @@ fn main() {
         out,
         "\n### sentinel-proxy vs HAProxy vs direct Redis\n\n\
          {} (no persistence), {}; {} CPUs; load average {} at start, {} at end.  \n\
-         redis-benchmark `-c {}`, {} rounds interleaved (medians), `-n {}` at P1, `-n {}` at P16; \
+         Both proxies on {} thread(s) (`worker_threads`, `nbthread`). redis-benchmark `-c {}`, {} rounds interleaved (medians), `-n {}` at P1, `-n {}` at P16; \
          throughput medians, latency medians of each run's p50/p99 (ms, direct / proxy / HAProxy); \
          CPU = utime+stime of the proxy process over all its runs / requests.\n",
         version("redis-server", "--version")
@@ -604,6 +610,7 @@ fn main() {
             .unwrap_or(0),
         load_start,
         load_end,
+        opts.threads,
         opts.clients,
         opts.rounds,
         opts.requests,

@@ -505,7 +505,7 @@ fn start_proxy_voter(bin: &Path, dir: &Path, i: usize, master: u16, o: &Options)
             o.down_after_ms, o.failover_timeout_ms
         );
         let state = dir.join(format!("proxy{i}.state"));
-        let text = voter_config(sentinel_port, &state, MASTER_NAME, data, master, &extra);
+        let text = voter_config(sentinel_port, &state, 1, MASTER_NAME, data, master, &extra);
         std::fs::write(&config, text).expect("cannot write a proxy configuration");
         let mut cmd = Command::new(bin);
         cmd.arg("--config")

@@ -71,8 +71,8 @@ impl Default for AdminConfig {
 pub struct ProxyConfig {
     /// After SIGTERM/SIGINT, how long sessions may take to finish.
     pub drain_timeout: Dur,
-    /// Threads serving connections: 1 runs everything on one thread (no
-    /// cross-thread wake-ups), 0 means one per CPU.
+    /// Threads serving client sessions, each with its own event loop; a
+    /// session stays on one. 1 runs everything on one thread, 0 means one per CPU.
     pub worker_threads: usize,
 }
 

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use config::{Config, Role};
 use proxy::session::ServiceContext;
+use proxy::workers::Workers;
 use resp::Limits;
 use route::{Recheck, Route};
 
@@ -48,6 +49,8 @@ pub struct Listeners {
 pub enum RunError {
     #[error(transparent)]
     Sentinel(#[from] sentinel::StartError),
+    #[error("cannot start the session threads ([proxy] worker_threads): {0}")]
+    Workers(std::io::Error),
 }
 
 /// Pending connections the kernel queues per listener, like Redis's default
@@ -95,6 +98,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let tasks = TaskTracker::new();
+    let workers = Arc::new(Workers::start(config.proxy.worker_threads).map_err(RunError::Workers)?);
     let mut senders = HashMap::new();
     let mut receivers = Vec::new();
     for service in &config.services {
@@ -163,6 +167,7 @@ pub async fn run(
             service.max_clients,
             shutdown.clone(),
             tasks.clone(),
+            workers.clone(),
         ));
     }
     shutdown.cancelled().await;

@@ -141,12 +141,13 @@ impl Drop for TempDir {
     }
 }
 
-/// A sentinel-proxy voter configuration: Sentinel port `sentinel`, one
-/// service `name` listening on `listen` in front of `master`, plus the
-/// service keys in `service_extra` (TOML lines).
+/// A sentinel-proxy voter configuration: Sentinel port `sentinel`, sessions
+/// on `threads` threads, one service `name` listening on `listen` in front of
+/// `master`, plus the service keys in `service_extra` (TOML lines).
 pub fn voter_config(
     sentinel: u16,
     state: &Path,
+    threads: usize,
     name: &str,
     listen: u16,
     master: u16,
@@ -163,6 +164,7 @@ listen = "127.0.0.1:{admin}"
 
 [proxy]
 drain_timeout = "1s"
+worker_threads = {threads}
 
 [[service]]
 name = "{name}"

@@ -9,19 +9,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session::{self, ServiceContext};
+use super::workers::Workers;
 
 /// Redis's own reply when `maxclients` is reached.
 const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Pause after a failed accept (for example out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts clients until `shutdown`, each served by its own task in `tasks`.
+/// Accepts clients until `shutdown`, each served by its own task in `tasks`
+/// on one of the `workers` threads.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<ServiceContext>,
     max_clients: usize,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    workers: Arc<Workers>,
 ) {
     let slots = Arc::new(Semaphore::new(max_clients));
     loop {
@@ -34,7 +37,7 @@ pub async fn serve(
                 Ok(slot) => {
                     let service = service.clone();
                     let shutdown = shutdown.clone();
-                    tasks.spawn(async move {
+                    workers.spawn(&tasks, client, move |client| async move {
                         session::run(client, service, shutdown).await;
                         drop(slot);
                     });
