@@ -26,7 +26,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use self::failover::{Hold, Loss};
-use self::io::{Chunks, OutQueue, is_ready, read_some};
+use self::io::{Chunks, OutQueue, ReadSize, is_ready, read_some};
 use super::command_table::SharedTable;
 use super::state::{Recorded, ReplyRole, SessionState};
 use super::upstream;
@@ -162,10 +162,12 @@ struct Session {
     /// The master `upstream` is (or was last) connected to.
     master: SocketAddr,
     from_client: BytesMut,
+    client_read: ReadSize,
     /// Bytes of `from_client` already scanned (all of one unfinished request).
     client_scanned: usize,
     client_scan: Scanner,
     from_upstream: BytesMut,
+    upstream_read: ReadSize,
     /// Bytes of `from_upstream` scanned but kept back: the start of a reply
     /// that is the proxy's own, or an error that may be re-sent.
     upstream_scanned: usize,
@@ -205,9 +207,11 @@ impl Session {
             upstream: Upstream::Down,
             master,
             from_client: BytesMut::new(),
+            client_read: ReadSize::default(),
             client_scanned: 0,
             client_scan: Scanner::new(Direction::Request, limits),
             from_upstream: BytesMut::new(),
+            upstream_read: ReadSize::default(),
             upstream_scanned: 0,
             streaming: false,
             upstream_scan: Scanner::new(Direction::Reply, limits),
@@ -376,7 +380,7 @@ impl Session {
     }
 
     fn on_client_readable(&mut self) -> Result<(), SessionError> {
-        match read_some(&self.client, &mut self.from_client) {
+        match read_some(&self.client, &mut self.from_client, &mut self.client_read) {
             Ok(0) => {
                 self.client_eof = true;
                 // An unfinished request can never complete now.
@@ -564,7 +568,7 @@ impl Session {
         let Upstream::Connected { stream, .. } = &self.upstream else {
             return Ok(());
         };
-        match read_some(stream, &mut self.from_upstream) {
+        match read_some(stream, &mut self.from_upstream, &mut self.upstream_read) {
             Ok(0) => {
                 self.lose_upstream(Loss::Closed);
                 self.flush_client()

@@ -9,8 +9,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Bytes asked of the kernel per read.
-const READ_CHUNK: usize = 16 * 1024;
+/// The smallest and largest read asked of the kernel.
+const READ_MIN: usize = 1024;
+const READ_MAX: usize = 16 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOV: usize = 64;
 
@@ -23,14 +24,32 @@ pub(super) fn is_ready(poll: Poll<io::Result<()>>) -> io::Result<bool> {
     }
 }
 
+/// How many bytes one read asks for, per connection and direction. Most
+/// requests and replies are tens of bytes: a small buffer is cheap to
+/// allocate (the session drops it whenever it is empty, so idle connections
+/// keep none) and stays in cache; a read that fills it doubles the size.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ReadSize(usize);
+
+impl Default for ReadSize {
+    fn default() -> Self {
+        ReadSize(READ_MIN)
+    }
+}
+
 /// One non-blocking read into `buf`, growing it first if needed.
 ///
 /// A read that did not fill the buffer drained the socket, so readiness is
 /// cleared right away (as tokio's own `poll_read` does): otherwise the next
 /// loop would spend a `recvfrom` per request just to learn `EAGAIN`.
-pub(super) fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK.max(buf.len() / 2));
+pub(super) fn read_some(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    size: &mut ReadSize,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < size.0 / 4 {
+        // Growing by half of what is held keeps a large frame's copies linear.
+        buf.reserve(size.0.max(buf.len() / 2));
     }
     let room = buf.capacity() - buf.len();
     let mut read = 0;
@@ -41,6 +60,9 @@ pub(super) fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<us
         }
         Ok(read)
     });
+    if read == room {
+        size.0 = (size.0 * 2).min(READ_MAX);
+    }
     match result {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
         other => other,
