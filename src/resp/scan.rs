@@ -253,7 +253,7 @@ impl Scanner {
     /// search where the last call stopped. Returns the index of the `\n`.
     fn find_line(&mut self, rest: &[u8]) -> Result<Option<usize>, ProtocolError> {
         let from = self.line_checked.min(rest.len());
-        match memchr(b'\n', rest.get(from..).unwrap_or(&[])) {
+        match find_lf(rest.get(from..).unwrap_or(&[])) {
             Some(i) => {
                 self.line_checked = 0;
                 Ok(Some(from + i))
@@ -488,6 +488,16 @@ impl Scanner {
         }
         self.at_frame_start = true;
         true
+    }
+}
+
+/// Index of the first `\n`. Most lines are a few bytes: look at those one
+/// by one before paying for a call to memchr.
+fn find_lf(hay: &[u8]) -> Option<usize> {
+    const SHORT: usize = 16;
+    match hay.iter().take(SHORT).position(|&b| b == b'\n') {
+        Some(i) => Some(i),
+        None => memchr(b'\n', hay.get(SHORT..)?).map(|i| i + SHORT),
     }
 }
 
