@@ -196,6 +196,24 @@ impl Scanner {
     /// Scans `buf`, which must start where the previous call said to resume.
     /// Stops at the end of the first complete top-level frame.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Progress, ProtocolError> {
+        // Most frames arrive whole and simple; when no frame is half-scanned
+        // (so the state is a header and the stack empty), try reading one in
+        // a single pass before scanning line by line.
+        if self.is_idle()
+            && let Some(whole) = fast::frame(buf, self.dir, &self.limits)
+        {
+            self.start_frame();
+            self.info.kind = whole.kind;
+            self.info.len = whole.len;
+            self.capture(whole.head);
+            self.at_frame_start = true;
+            return Ok(Progress::Frame(whole.end));
+        }
+        self.scan_lines(buf)
+    }
+
+    /// The general, resumable scan: a line or a payload piece at a time.
+    fn scan_lines(&mut self, buf: &[u8]) -> Result<Progress, ProtocolError> {
         let mut pos = 0;
         loop {
             match self.state {
@@ -532,6 +550,9 @@ impl fmt::Display for Direction {
         })
     }
 }
+
+#[path = "scan_fast.rs"]
+mod fast;
 
 #[cfg(test)]
 #[path = "scan_tests.rs"]
