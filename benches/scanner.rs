@@ -60,6 +60,34 @@ fn ok_bulk_replies() -> Vec<u8> {
     out
 }
 
+/// `redis-benchmark -t get`-style pipelines: `GET key:__rand_int__`
+/// (a 16-byte key), about 1 MiB.
+fn get_requests() -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0u64;
+    while out.len() < 1 << 20 {
+        command(
+            &mut out,
+            &[b"GET", format!("key:{:012}", i % 100_000).as_bytes()],
+        );
+        i += 1;
+    }
+    out
+}
+
+/// Small replies as Redis sends them to GET, INCR and friends: `$3 xxx`,
+/// `$-1`, `:1` and an `-ERR` line, about 1 MiB.
+fn small_replies() -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < 1 << 20 {
+        bulk(&mut out, b"xxx");
+        bulk(&mut out, b"xxx");
+        out.extend_from_slice(b"$-1\r\n:1\r\n");
+        out.extend_from_slice(b"-ERR wrong number of arguments for 'get' command\r\n");
+    }
+    out
+}
+
 fn big_bulk(len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 32);
     let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -160,6 +188,20 @@ fn benches(c: &mut Criterion) {
         Direction::Reply,
         &ok_bulk_replies(),
         true,
+    );
+    group(
+        c,
+        "b-get-requests",
+        Direction::Request,
+        &get_requests(),
+        false,
+    );
+    group(
+        c,
+        "b-small-replies",
+        Direction::Reply,
+        &small_replies(),
+        false,
     );
     group(c, "c-bulk-1MiB", Direction::Reply, &big_bulk(1 << 20), true);
     group(

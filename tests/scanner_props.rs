@@ -21,7 +21,7 @@ use sentinel_proxy::resp::{Direction, Limits, ProtocolError};
 
 #[path = "support/scan_driver.rs"]
 mod scan_driver;
-use scan_driver::{Scanned, scan_chunked};
+use scan_driver::scan_chunked;
 
 /// Splits of `len` bytes: either random cut points or fixed-size reads.
 #[derive(Clone, Debug)]
@@ -392,7 +392,7 @@ proptest! {
         let data = concat(frames.iter().map(|(_, b)| b));
         let expected = reference_bounds(&frames, &data);
         let got = scan_chunked(Direction::Reply, Limits::default(), &data, &split.cuts(data.len()));
-        prop_assert_eq!(got, Scanned { bounds: expected, error: None, resume: data.len() });
+        prop_assert_eq!((got.bounds, got.error, got.resume), (expected, None, data.len()));
     }
 
     /// Requests: pipelines of arrays of bulk strings, checked against the RESP2 decoder.
@@ -402,10 +402,11 @@ proptest! {
         let tagged: Vec<(Family, Vec<u8>)> = frames.iter().map(|f| (Family::Resp2, f.clone())).collect();
         let expected = reference_bounds(&tagged, &data);
         let got = scan_chunked(Direction::Request, Limits::default(), &data, &split.cuts(data.len()));
-        prop_assert_eq!(got, Scanned { bounds: expected, error: None, resume: data.len() });
+        prop_assert_eq!((got.bounds, got.error, got.resume), (expected, None, data.len()));
     }
 
-    /// The same boundaries whether the pipeline arrives whole, byte by byte
+    /// The same boundaries and frame summaries whether the pipeline arrives
+    /// whole (mostly read by the scanner's fast path), byte by byte (never)
     /// or in random chunks, in both directions.
     #[test]
     fn valid_boundaries_do_not_depend_on_split(
@@ -431,8 +432,9 @@ proptest! {
         prop_assert_eq!(&scan_chunked(Direction::Request, Limits::default(), &data, &split.cuts(data.len())), &whole);
     }
 
-    /// Arbitrary RESP-ish bytes (mostly invalid): boundaries, the error and
-    /// where it happened are the same however the input is split.
+    /// Arbitrary RESP-ish bytes (mostly invalid): boundaries, frame
+    /// summaries, the error and where it happened are the same however the
+    /// input is split.
     #[test]
     fn any_input_boundaries_do_not_depend_on_split(
         tokens in prop::collection::vec(prop_oneof![

@@ -7,10 +7,10 @@
 //!
 //! * never panic, never report `Frame(n)`/`NeedMore(n)` past the slice given,
 //!   never report `Frame(0)`;
-//! * report the same frame ends and the same error whether the input arrives
-//!   whole, split in two at the chosen point, or byte by byte (with default
-//!   limits: inputs are far below the 64 KiB line limit, the only
-//!   split-dependent check);
+//! * report the same frame ends, frame summaries and error whether the
+//!   input arrives whole, split in two at the chosen point, or byte by byte
+//!   (with default limits: inputs are far below the 64 KiB line limit, the
+//!   only split-dependent check);
 //! * with tight limits too, never panic or overrun (results not compared);
 //! * agree with redis-protocol 6 on the length of the first frame whenever
 //!   redis-protocol decodes a complete valid frame (replies: RESP2 decoder,

@@ -196,6 +196,24 @@ impl Scanner {
     /// Scans `buf`, which must start where the previous call said to resume.
     /// Stops at the end of the first complete top-level frame.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Progress, ProtocolError> {
+        // Most frames arrive whole and simple; when no frame is half-scanned
+        // (so the state is a header and the stack empty), try reading one in
+        // a single pass before scanning line by line.
+        if self.is_idle()
+            && let Some(whole) = fast::frame(buf, self.dir, &self.limits)
+        {
+            self.start_frame();
+            self.info.kind = whole.kind;
+            self.info.len = whole.len;
+            self.capture(whole.head);
+            self.at_frame_start = true;
+            return Ok(Progress::Frame(whole.end));
+        }
+        self.scan_lines(buf)
+    }
+
+    /// The general, resumable scan: a line or a payload piece at a time.
+    fn scan_lines(&mut self, buf: &[u8]) -> Result<Progress, ProtocolError> {
         let mut pos = 0;
         loop {
             match self.state {
@@ -253,7 +271,7 @@ impl Scanner {
     /// search where the last call stopped. Returns the index of the `\n`.
     fn find_line(&mut self, rest: &[u8]) -> Result<Option<usize>, ProtocolError> {
         let from = self.line_checked.min(rest.len());
-        match memchr(b'\n', rest.get(from..).unwrap_or(&[])) {
+        match find_lf(rest.get(from..).unwrap_or(&[])) {
             Some(i) => {
                 self.line_checked = 0;
                 Ok(Some(from + i))
@@ -491,6 +509,16 @@ impl Scanner {
     }
 }
 
+/// Index of the first `\n`. Most lines are a few bytes: look at those one
+/// by one before paying for a call to memchr.
+fn find_lf(hay: &[u8]) -> Option<usize> {
+    const SHORT: usize = 16;
+    match hay.iter().take(SHORT).position(|&b| b == b'\n') {
+        Some(i) => Some(i),
+        None => memchr(b'\n', hay.get(SHORT..)?).map(|i| i + SHORT),
+    }
+}
+
 /// Parses a RESP integer (optional `-`, then digits), rejecting anything else.
 fn parse_int(s: &[u8]) -> Option<i64> {
     let (neg, digits) = match s.split_first() {
@@ -522,6 +550,9 @@ impl fmt::Display for Direction {
         })
     }
 }
+
+#[path = "scan_fast.rs"]
+mod fast;
 
 #[cfg(test)]
 #[path = "scan_tests.rs"]

@@ -196,3 +196,277 @@ fn a_long_line_is_searched_once() {
     let mut s = reply();
     assert_eq!(boundaries(&mut s, &line, 1).unwrap(), vec![line.len()]);
 }
+
+// ---------------------------------------------------------------------------
+// The fast path against the line-by-line scan
+// ---------------------------------------------------------------------------
+
+type Step = Result<(Progress, FrameInfo), ProtocolError>;
+
+/// Drives a fresh scanner with `scan` the way the session does, revealing
+/// `data` up to each of `cuts` and then whole; records every call's result
+/// and the frame summary after it, up to the first error.
+fn trace(
+    dir: Direction,
+    limits: Limits,
+    data: &[u8],
+    cuts: &[usize],
+    scan: fn(&mut Scanner, &[u8]) -> Result<Progress, ProtocolError>,
+) -> Vec<Step> {
+    let mut scanner = Scanner::new(dir, limits);
+    let mut steps = Vec::new();
+    let mut resume = 0;
+    let ends = cuts.iter().copied().filter(|&c| c < data.len());
+    for avail in ends.chain([data.len()]) {
+        while resume <= avail {
+            let result = scan(&mut scanner, &data[resume..avail]);
+            let stop = match result {
+                Ok(Progress::Frame(n)) => {
+                    resume += n;
+                    false
+                }
+                Ok(Progress::NeedMore(n)) => {
+                    resume += n;
+                    true
+                }
+                Err(_) => true,
+            };
+            steps.push(result.map(|p| (p, *scanner.info())));
+            if stop {
+                break;
+            }
+        }
+    }
+    steps
+}
+
+/// Asserts that `scan` (fast path first) and `scan_lines` alone agree on
+/// every call's result and frame summary.
+fn assert_fast_matches_slow(dir: Direction, limits: Limits, data: &[u8], cuts: &[usize]) {
+    assert_eq!(
+        trace(dir, limits, data, cuts, Scanner::scan),
+        trace(dir, limits, data, cuts, Scanner::scan_lines),
+        "{dir} {:?} cuts {cuts:?} {limits:?}",
+        String::from_utf8_lossy(data),
+    );
+}
+
+fn tight(max_bulk_len: usize, max_depth: usize) -> Limits {
+    Limits {
+        max_bulk_len,
+        max_depth,
+        max_inline_len: 8,
+    }
+}
+
+/// The frames of a GET/SET benchmark and their replies are read by the fast
+/// path (so the comparisons with the slow path below are not vacuous).
+#[test]
+fn fast_path_reads_common_frames() {
+    let requests: &[&[u8]] = &[
+        b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n",
+        b"*3\r\n$3\r\nSET\r\n$16\r\nkey:__rand_int__\r\n$3\r\nxxx\r\n",
+    ];
+    let replies: &[&[u8]] = &[
+        b"+OK\r\n",
+        b"$3\r\nxxx\r\n",
+        b"$-1\r\n",
+        b":1\r\n",
+        b"-ERR unknown command\r\n",
+        b"*-1\r\n",
+        b"*2\r\n$-1\r\n$1\r\nv\r\n",
+        b"%1\r\n+k\r\n:1\r\n",
+        b">2\r\n$7\r\nmessage\r\n_\r\n",
+    ];
+    let cases = (requests.iter().map(|r| (Direction::Request, r)))
+        .chain(replies.iter().map(|r| (Direction::Reply, r)));
+    for (dir, input) in cases {
+        let end = fast::frame(input, dir, &Limits::default()).map(|w| w.end);
+        assert_eq!(
+            end,
+            Some(input.len()),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+        assert_fast_matches_slow(dir, Limits::default(), input, &[]);
+    }
+}
+
+/// Inputs the fast path must leave to the slow path (or read exactly as it
+/// does), each just on either side of a check or a limit.
+#[test]
+fn fast_path_edge_cases_match_slow_path() {
+    let inputs: &[&[u8]] = &[
+        b"*1\r\n$0\r\n\r\n",
+        b"*1\r\n$3\r\nabc\r\n",
+        b"*1\r\n$4\r\nabcd\r\n",
+        b"*1\r\n$03\r\nabc\r\n",
+        b"*01\r\n$1\r\na\r\n",
+        b"*1\r\n$-1\r\n",
+        b"*1\r\n$3\r\nabcd\r\n",
+        b"*1\r\n$3\r\nabc\n\r",
+        b"*1\r\n$3\r\nabc\r",
+        b"*1\r\n$3\r\r\nabc\r\n",
+        b"*1\n$3\r\nabc\r\n",
+        b"*0\r\n",
+        b"*-1\r\n",
+        b"*1\r\n:1\r\n",
+        b"*2\r\n*1\r\n:1\r\n:2\r\n",
+        b"*1\r\n$999999999\r\n",
+        b"*1\r\n$1000000000\r\n",
+        b"*999999999\r\n$1\r\na\r\n",
+        b"*1000000000\r\n",
+        b"*2147483648\r\n",
+        b"$3\r\nabc\r\n+OK\r\n",
+        b"$0\r\n\r\n",
+        b"$-0\r\n",
+        b"$-1\r",
+        b"$-2\r\n",
+        b"+\r\n",
+        b"+\n",
+        b"+OK\n",
+        b"+a\rb\r\n",
+        b"-ERR this message is longer than the head\r\n",
+        b"_\r\n",
+        b"_x\r\n",
+        b"%0\r\n",
+        b"%1\r\n+k\r\n",
+        b"|1\r\n+k\r\n+v\r\n+OK\r\n",
+        b"*1\r\n|1\r\n+k\r\n+v\r\n:5\r\n",
+        b"*?\r\n:1\r\n.\r\n",
+        b"$?\r\n;1\r\na\r\n;0\r\n",
+        b"*3\r\n:1\r\n$-1\r\n",
+        b"GET k\r\n",
+        b"\r\n",
+        b"",
+    ];
+    let limits = [
+        Limits::default(),
+        tight(3, 1),
+        tight(2, 1),
+        tight(0, 0),
+        tight(16, 2),
+    ];
+    for input in inputs {
+        for limits in limits {
+            for dir in [Direction::Request, Direction::Reply] {
+                assert_fast_matches_slow(dir, limits, input, &[]);
+                assert_fast_matches_slow(dir, limits, input, &[1]);
+                assert_fast_matches_slow(dir, limits, input, &[input.len() / 2]);
+            }
+        }
+    }
+}
+
+mod fast_vs_slow {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+
+    fn payload() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(prop::sample::select(b"ab\r\n$*0".to_vec()), 0..10)
+    }
+
+    fn bulk(kind: u8, p: &[u8]) -> Vec<u8> {
+        [
+            &[kind][..],
+            p.len().to_string().as_bytes(),
+            b"\r\n",
+            p,
+            b"\r\n",
+        ]
+        .concat()
+    }
+
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(payload(), 0..4).prop_map(|args| {
+            let mut v = format!("*{}\r\n", args.len()).into_bytes();
+            for a in &args {
+                v.extend(bulk(b'$', a));
+            }
+            v
+        })
+    }
+
+    fn leaf() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            (prop::sample::select(b"+-:,#(_".to_vec()), "[ -~]{0,20}").prop_map(|(k, t)| [
+                &[k][..],
+                t.as_bytes(),
+                b"\r\n"
+            ]
+            .concat()),
+            (prop::sample::select(b"$!=".to_vec()), payload()).prop_map(|(k, p)| bulk(k, &p)),
+            prop::sample::select(vec!["$-1\r\n", "!-1\r\n", "*-1\r\n", "*?\r\n:1\r\n.\r\n"])
+                .prop_map(|s| s.as_bytes().to_vec()),
+        ]
+    }
+
+    fn reply() -> impl Strategy<Value = Vec<u8>> {
+        let aggregate = (
+            prop::sample::select(b"*~>%|".to_vec()),
+            prop::collection::vec(leaf(), 0..5),
+        )
+            .prop_map(|(k, items)| {
+                let n = if k == b'%' || k == b'|' {
+                    items.len() / 2
+                } else {
+                    items.len()
+                };
+                let mut v = format!("{}{n}\r\n", char::from(k)).into_bytes();
+                v.extend(items.concat());
+                v
+            });
+        prop_oneof![leaf(), aggregate]
+    }
+
+    /// Replaces, inserts or removes a byte, favouring ones the syntax hinges on.
+    fn mutate(mut data: Vec<u8>, edits: &[(Index, u8, u8)]) -> Vec<u8> {
+        for &(at, op, byte) in edits {
+            let i = at.index(data.len() + 1);
+            match op % 3 {
+                0 if i < data.len() => data[i] = byte,
+                1 => data.insert(i, byte),
+                _ if i < data.len() => {
+                    data.remove(i);
+                }
+                _ => {}
+            }
+        }
+        data
+    }
+
+    fn limits() -> impl Strategy<Value = Limits> {
+        prop_oneof![
+            Just(Limits::default()),
+            (0usize..10, 0usize..3).prop_map(|(bulk, depth)| tight(bulk, depth)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Near-valid pipelines (valid frames with a few bytes edited) under
+        /// default and tight limits: `scan` returns exactly what the slow
+        /// path alone returns, call by call, however the input is split.
+        #[test]
+        fn fast_path_agrees_with_slow_path(
+            frames in prop::collection::vec(prop_oneof![request(), reply()], 1..5),
+            edits in prop::collection::vec(
+                (any::<Index>(), any::<u8>(), prop::sample::select(b"0123456789-?$*+:\r\n".to_vec())),
+                0..3,
+            ),
+            limits in limits(),
+            cuts in prop::collection::vec(any::<Index>(), 0..3),
+        ) {
+            let data = mutate(frames.concat(), &edits);
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
+            cuts.sort_unstable();
+            for dir in [Direction::Request, Direction::Reply] {
+                assert_fast_matches_slow(dir, limits, &data, &[]);
+                assert_fast_matches_slow(dir, limits, &data, &cuts);
+            }
+        }
+    }
+}

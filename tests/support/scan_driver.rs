@@ -3,13 +3,15 @@
 //! further), checking every reported length. Shared by the property tests
 //! and the fuzz target (`fuzz/fuzz_targets/scanner.rs`).
 
-use sentinel_proxy::resp::{Direction, Limits, Progress, ProtocolError, Scanner};
+use sentinel_proxy::resp::{Direction, FrameInfo, Limits, Progress, ProtocolError, Scanner};
 
 /// What the scanner made of a whole input.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Scanned {
     /// Absolute end offset of every complete frame, in order.
     pub bounds: Vec<usize>,
+    /// The scanner's summary of each of those frames.
+    pub infos: Vec<FrameInfo>,
     /// The error that stopped scanning, if any.
     pub error: Option<ProtocolError>,
     /// Where the scanner would resume (all bytes before it consumed); only
@@ -23,6 +25,7 @@ pub fn scan_chunked(dir: Direction, limits: Limits, data: &[u8], cuts: &[usize])
     let mut scanner = Scanner::new(dir, limits);
     let mut resume = 0;
     let mut bounds = Vec::new();
+    let mut infos = Vec::new();
     let ends = cuts
         .iter()
         .copied()
@@ -44,6 +47,7 @@ pub fn scan_chunked(dir: Direction, limits: Limits, data: &[u8], cuts: &[usize])
                     assert!(n > 0, "Frame(0) at offset {resume}");
                     resume += n;
                     bounds.push(resume);
+                    infos.push(*scanner.info());
                 }
                 Ok(Progress::NeedMore(n)) => {
                     assert!(
@@ -57,6 +61,7 @@ pub fn scan_chunked(dir: Direction, limits: Limits, data: &[u8], cuts: &[usize])
                 Err(error) => {
                     return Scanned {
                         bounds,
+                        infos,
                         error: Some(error),
                         resume: usize::MAX,
                     };
@@ -66,6 +71,7 @@ pub fn scan_chunked(dir: Direction, limits: Limits, data: &[u8], cuts: &[usize])
     }
     Scanned {
         bounds,
+        infos,
         error: None,
         resume,
     }
