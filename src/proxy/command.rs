@@ -39,6 +39,11 @@ pub enum Command {
 impl Command {
     /// Classifies a command by name, case-insensitively.
     pub fn from_name(name: &[u8]) -> Command {
+        // The names below are 4 to 12 bytes long: GET, SET, DEL... are
+        // rejected before any comparison.
+        if !(4..=12).contains(&name.len()) {
+            return Command::Other;
+        }
         let mut lower = [0u8; 16];
         let Some(dst) = lower.get_mut(..name.len()) else {
             return Command::Other;

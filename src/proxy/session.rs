@@ -26,7 +26,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use self::failover::{Hold, Loss};
-use self::io::{Chunks, OutQueue, ReadSize, is_ready, read_some};
+use self::io::{Chunks, OutQueue, ReadSize, is_ready, read_some, shrink_when_empty};
 use super::command_table::SharedTable;
 use super::state::{Recorded, ReplyRole, SessionState};
 use super::upstream;
@@ -460,10 +460,7 @@ impl Session {
             }
         }
         self.submit(complete, waiting);
-        if self.from_client.is_empty() && self.from_client.capacity() > 0 {
-            // Idle connections keep no buffer (see the idle-memory benchmark).
-            self.from_client = BytesMut::new();
-        }
+        shrink_when_empty(&mut self.from_client);
     }
 
     /// Sends the first `complete` bytes of `from_client`: whole requests,
@@ -659,9 +656,7 @@ impl Session {
         let forward = if streams { pos } else { start };
         self.forward_upstream(forward);
         self.upstream_scanned = pos - forward;
-        if self.from_upstream.is_empty() && self.from_upstream.capacity() > 0 {
-            self.from_upstream = BytesMut::new();
-        }
+        shrink_when_empty(&mut self.from_upstream);
         Ok(())
     }
 

@@ -86,6 +86,21 @@ struct Pending {
     purpose: Purpose,
 }
 
+impl Pending {
+    /// A request of the client's own.
+    fn client(replies: usize, effect: Effect, blocking: bool, queued: bool, len: usize) -> Self {
+        Pending {
+            replies,
+            effect,
+            blocking,
+            queued,
+            len,
+            partly_answered: false,
+            purpose: Purpose::Client,
+        }
+    }
+}
+
 /// Who a request is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Purpose {
@@ -277,6 +292,16 @@ impl SessionState {
     /// complete RESP array and `info` its scanner summary.
     pub fn on_request(&mut self, frame: &[u8], info: &FrameInfo) -> Recorded {
         let command = Command::from_name(info.head());
+        if command == Command::Other
+            && self.doom.is_none()
+            && !self.tx_open
+            && self.reply_mode == ReplyMode::On
+        {
+            // Nearly every request: one reply, no effect on the connection.
+            self.pending
+                .push_back(Pending::client(1, Effect::None, false, false, frame.len()));
+            return Recorded::Waits;
+        }
         self.quit_sent |= command == Command::Quit;
         let (mut effect, blocking) = match command {
             Command::Other => (Effect::None, false),
@@ -352,13 +377,8 @@ impl SessionState {
         }
         self.blocking += usize::from(blocking);
         self.pending.push_back(Pending {
-            replies,
-            effect,
-            blocking,
-            queued,
-            len,
-            partly_answered: false,
             purpose,
+            ..Pending::client(replies, effect, blocking, queued, len)
         });
         recorded
     }
@@ -400,6 +420,7 @@ impl SessionState {
             return role;
         }
         match done.effect {
+            Effect::None => {}
             // EXEC and DISCARD close the transaction whatever their reply.
             Effect::Exec | Effect::Discard => self.close_transaction(info),
             Effect::Multi if error => self.multi_failed(),
@@ -432,15 +453,13 @@ impl SessionState {
                 self.apply(effect);
             }
             if extra > 0 {
-                self.pending.push_front(Pending {
-                    replies: extra,
-                    effect: Effect::Confirmations,
-                    blocking: false,
-                    queued: false,
-                    len: 0,
-                    partly_answered: false,
-                    purpose: Purpose::Client,
-                });
+                self.pending.push_front(Pending::client(
+                    extra,
+                    Effect::Confirmations,
+                    false,
+                    false,
+                    0,
+                ));
             }
         }
     }
@@ -482,6 +501,9 @@ impl SessionState {
             // A MONITOR line ("+1700000000.123456 [0 ...] ..."); replies to
             // the monitoring client's own commands (PING, RESET) are answers.
             return true;
+        }
+        if info.kind != b'>' && info.kind != b'*' {
+            return false;
         }
         let confirmation_expected = self.pending.front().is_some_and(|p| {
             !p.queued

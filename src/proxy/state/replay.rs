@@ -206,13 +206,8 @@ impl SessionState {
         }
         for ((_, replies, effect, purpose), frame) in steps.into_iter().zip(frames).rev() {
             self.pending.push_front(Pending {
-                replies,
-                effect,
-                blocking: false,
-                queued: false,
-                len: frame.len(),
-                partly_answered: false,
                 purpose,
+                ..Pending::client(replies, effect, false, false, frame.len())
             });
         }
         Ok(bytes)
