@@ -252,12 +252,15 @@ impl Session {
             Instant::now() + idle.unwrap_or(Duration::from_secs(3600))
         ));
         let mut hold_timer = pin!(sleep_until(Instant::now()));
+        let mut armed = Armed::default();
         loop {
             self.after_io()?;
             if let Some(end) = self.finished() {
                 return Ok(end);
             }
             if self.hold.attempt_due(&self.upstream) {
+                // A new upstream socket has no waker registered yet.
+                armed = Armed::default();
                 self.attempt().await;
                 continue;
             }
@@ -270,7 +273,7 @@ impl Session {
                     idle: idle_timer.as_mut(),
                     hold: hold_timer.as_mut(),
                 };
-                self.poll_ready(cx, wants, &shutdown, timers, &mut route_wait)
+                self.poll_ready(cx, wants, &shutdown, timers, &mut route_wait, &mut armed)
             })
             .await?;
             // Upstream first: if the master is gone, requests read in the
@@ -336,6 +339,7 @@ impl Session {
         shutdown: &CancellationToken,
         mut timers: Timers<'_>,
         route: &mut RouteWatch,
+        armed: &mut Armed,
     ) -> Poll<Result<Ready, SessionError>> {
         use SessionError::{Client, Upstream as Up};
         let upstream = match &self.upstream {
@@ -343,21 +347,25 @@ impl Session {
             Upstream::Down => None,
         };
         let mut poll = |cx: &mut Context<'_>| -> Result<(Ready, bool), SessionError> {
-            let client_read =
-                wants.client_read && is_ready(self.client.poll_read_ready(cx)).map_err(Client)?;
+            let client_read = wants.client_read
+                && !armed.client_read
+                && is_ready(self.client.poll_read_ready(cx)).map_err(Client)?;
+            armed.client_read |= wants.client_read && !client_read;
             let client_write =
                 wants.client_write && is_ready(self.client.poll_write_ready(cx)).map_err(Client)?;
             let (mut upstream_read, mut upstream_write) = (false, false);
             if let Some(upstream) = upstream {
-                upstream_read =
-                    wants.upstream_read && is_ready(upstream.poll_read_ready(cx)).map_err(Up)?;
+                upstream_read = wants.upstream_read
+                    && !armed.upstream_read
+                    && is_ready(upstream.poll_read_ready(cx)).map_err(Up)?;
+                armed.upstream_read |= wants.upstream_read && !upstream_read;
                 upstream_write =
                     wants.upstream_write && is_ready(upstream.poll_write_ready(cx)).map_err(Up)?;
             }
-            let ready = Ready {
+            let mut ready = Ready {
                 client_read,
                 upstream_read,
-                stop: wants.stop && shutdown.is_cancelled(),
+                stop: false,
                 idle: wants.idle && timers.idle.as_mut().poll(cx).is_ready(),
                 hold: wants.hold && timers.hold.as_mut().poll(cx).is_ready(),
                 route: route.poll_changed(cx),
@@ -366,15 +374,21 @@ impl Session {
                 || upstream_write
                 || ready.client_read
                 || ready.upstream_read
-                || ready.stop
                 || ready.idle
                 || ready.hold
                 || ready.route.is_some();
-            Ok((ready, any))
+            // The token's flag sits behind a lock: it is read only when the
+            // task would otherwise sleep, which every busy wake-up ends with.
+            let stop = !any && wants.stop && shutdown.is_cancelled();
+            ready.stop = stop;
+            Ok((ready, any || stop))
         };
         match poll(cx) {
             Ok((ready, true)) => Poll::Ready(Ok(ready)),
-            Ok((_, false)) => Poll::Pending,
+            Ok((_, false)) => {
+                *armed = Armed::default();
+                Poll::Pending
+            }
             Err(e) => Poll::Ready(Err(e)),
         }
     }
@@ -789,6 +803,19 @@ struct Wants {
     stop: bool,
     idle: bool,
     hold: bool,
+}
+
+/// Read directions whose poll found nothing and left this task's waker
+/// registered, since the last time the session went to sleep. Until then
+/// they need no second poll in the same wake-up (each poll of a not-ready
+/// socket takes a lock): if one becomes ready meanwhile, its waker marks the
+/// task to run again, and that next wake-up starts with no marks and polls
+/// everything. A read, which may consume the readiness, is always re-polled
+/// because only directions that were not ready are marked.
+#[derive(Default)]
+struct Armed {
+    client_read: bool,
+    upstream_read: bool,
 }
 
 /// The session's timers, polled from `poll_ready`.

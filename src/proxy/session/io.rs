@@ -188,18 +188,19 @@ impl OutQueue {
 
     /// Writes as much as the socket takes now, in as few syscalls as possible.
     pub fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
-        while !self.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(self.queue.iter()) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
+        while let Some(first) = self.queue.chunks.front() {
             // One buffer (the usual case) goes out with send(2), which costs
             // the kernel less than writev(2).
-            let result = match self.queue.iter().next() {
-                Some(only) if count == 1 => stream.try_write(only),
-                _ => stream.try_write_vectored(slices.get(..count).unwrap_or(&[])),
+            let result = if self.queue.chunks.len() == 1 {
+                stream.try_write(first)
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let mut count = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.queue.iter()) {
+                    *slot = IoSlice::new(chunk);
+                    count += 1;
+                }
+                stream.try_write_vectored(slices.get(..count).unwrap_or(&[]))
             };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
