@@ -86,8 +86,9 @@ pub enum Progress {
     NeedMore(usize),
 }
 
-/// A short summary of the last complete frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A short summary of the last complete frame. Two are equal when their
+/// kind, length and head are (the head buffer past the head is scratch).
+#[derive(Clone, Copy)]
 pub struct FrameInfo {
     /// The type byte of the frame (after any RESP3 attribute); for an inline
     /// request, `b'i'`.
@@ -108,6 +109,24 @@ impl FrameInfo {
     /// An error reply (`-` or RESP3 `!`).
     pub fn is_error(&self) -> bool {
         self.kind == b'-' || self.kind == b'!'
+    }
+}
+
+impl PartialEq for FrameInfo {
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, self.len, self.head()) == (other.kind, other.len, other.head())
+    }
+}
+
+impl Eq for FrameInfo {}
+
+impl fmt::Debug for FrameInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameInfo")
+            .field("kind", &char::from(self.kind))
+            .field("len", &self.len)
+            .field("head", &String::from_utf8_lossy(self.head()))
+            .finish()
     }
 }
 
