@@ -217,21 +217,20 @@ impl Scanner {
     pub fn scan(&mut self, buf: &[u8]) -> Result<Progress, ProtocolError> {
         // Most frames arrive whole and simple; when no frame is half-scanned
         // (so the state is a header and the stack empty), try reading one in
-        // a single pass before scanning line by line.
+        // a single pass before scanning line by line. Only the summary needs
+        // setting: the slow path resets the rest when it starts a frame.
         if self.is_idle()
-            && let Some(whole) = fast::frame(buf, self.dir, &self.limits)
+            && let Some((end, info)) = fast::frame(buf, self.dir, &self.limits)
         {
-            self.start_frame();
-            self.info.kind = whole.kind;
-            self.info.len = whole.len;
-            self.capture(whole.head);
-            self.at_frame_start = true;
-            return Ok(Progress::Frame(whole.end));
+            self.info = info;
+            return Ok(Progress::Frame(end));
         }
         self.scan_lines(buf)
     }
 
     /// The general, resumable scan: a line or a payload piece at a time.
+    /// Kept out of [`Scanner::scan`] so the fast path stays small.
+    #[inline(never)]
     fn scan_lines(&mut self, buf: &[u8]) -> Result<Progress, ProtocolError> {
         let mut pos = 0;
         loop {
