@@ -531,9 +531,11 @@ impl Scanner {
 /// by one before paying for a call to memchr.
 fn find_lf(hay: &[u8]) -> Option<usize> {
     const SHORT: usize = 16;
-    match hay.iter().take(SHORT).position(|&b| b == b'\n') {
+    // Splitting once is cheaper than `take(SHORT)`'s count in the loop.
+    let (short, long) = hay.split_at_checked(SHORT).unwrap_or((hay, &[]));
+    match short.iter().position(|&b| b == b'\n') {
         Some(i) => Some(i),
-        None => memchr(b'\n', hay.get(SHORT..)?).map(|i| i + SHORT),
+        None => memchr(b'\n', long).map(|i| i + SHORT),
     }
 }
 
