@@ -86,8 +86,9 @@ pub enum Progress {
     NeedMore(usize),
 }
 
-/// A short summary of the last complete frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A short summary of the last complete frame. Two are equal when their
+/// kind, length and head are (the head buffer past the head is scratch).
+#[derive(Clone, Copy)]
 pub struct FrameInfo {
     /// The type byte of the frame (after any RESP3 attribute); for an inline
     /// request, `b'i'`.
@@ -108,6 +109,24 @@ impl FrameInfo {
     /// An error reply (`-` or RESP3 `!`).
     pub fn is_error(&self) -> bool {
         self.kind == b'-' || self.kind == b'!'
+    }
+}
+
+impl PartialEq for FrameInfo {
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, self.len, self.head()) == (other.kind, other.len, other.head())
+    }
+}
+
+impl Eq for FrameInfo {}
+
+impl fmt::Debug for FrameInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameInfo")
+            .field("kind", &char::from(self.kind))
+            .field("len", &self.len)
+            .field("head", &String::from_utf8_lossy(self.head()))
+            .finish()
     }
 }
 
@@ -198,21 +217,20 @@ impl Scanner {
     pub fn scan(&mut self, buf: &[u8]) -> Result<Progress, ProtocolError> {
         // Most frames arrive whole and simple; when no frame is half-scanned
         // (so the state is a header and the stack empty), try reading one in
-        // a single pass before scanning line by line.
+        // a single pass before scanning line by line. Only the summary needs
+        // setting: the slow path resets the rest when it starts a frame.
         if self.is_idle()
-            && let Some(whole) = fast::frame(buf, self.dir, &self.limits)
+            && let Some((end, info)) = fast::frame(buf, self.dir, &self.limits)
         {
-            self.start_frame();
-            self.info.kind = whole.kind;
-            self.info.len = whole.len;
-            self.capture(whole.head);
-            self.at_frame_start = true;
-            return Ok(Progress::Frame(whole.end));
+            self.info = info;
+            return Ok(Progress::Frame(end));
         }
         self.scan_lines(buf)
     }
 
     /// The general, resumable scan: a line or a payload piece at a time.
+    /// Kept out of [`Scanner::scan`] so the fast path stays small.
+    #[inline(never)]
     fn scan_lines(&mut self, buf: &[u8]) -> Result<Progress, ProtocolError> {
         let mut pos = 0;
         loop {
@@ -513,9 +531,11 @@ impl Scanner {
 /// by one before paying for a call to memchr.
 fn find_lf(hay: &[u8]) -> Option<usize> {
     const SHORT: usize = 16;
-    match hay.iter().take(SHORT).position(|&b| b == b'\n') {
+    // Splitting once is cheaper than `take(SHORT)`'s count in the loop.
+    let (short, long) = hay.split_at_checked(SHORT).unwrap_or((hay, &[]));
+    match short.iter().position(|&b| b == b'\n') {
         Some(i) => Some(i),
-        None => memchr(b'\n', hay.get(SHORT..)?).map(|i| i + SHORT),
+        None => memchr(b'\n', long).map(|i| i + SHORT),
     }
 }
 

@@ -7,149 +7,184 @@
 //! attributes or streams — is `None`, and the caller scans the same bytes
 //! with the slow path, which alone reports errors. So for every frame this
 //! accepts, the slow path would find the same end, kind, length and head.
+//!
+//! Each step takes the bytes left and returns what follows what it read;
+//! slice patterns keep the bounds checks to one length test per step.
 
-use super::{Direction, Limits, find_lf};
+use super::{Direction, FrameInfo, HEAD_CAP, Limits, find_lf};
 
-/// A complete frame, summarised as the slow path would.
-pub(super) struct Whole<'a> {
-    pub end: usize,
-    pub kind: u8,
-    pub len: usize,
-    /// The frame's head value, uncapped.
-    pub head: &'a [u8],
+/// A complete frame at the start of `buf`: its length and summary.
+pub(super) fn frame(buf: &[u8], dir: Direction, limits: &Limits) -> Option<(usize, FrameInfo)> {
+    let (info, rest) = match dir {
+        Direction::Request => request(buf, limits.max_bulk_len)?,
+        Direction::Reply => reply(buf, limits)?,
+    };
+    Some((buf.len() - rest.len(), info))
 }
 
-pub(super) fn frame<'a>(buf: &'a [u8], dir: Direction, limits: &Limits) -> Option<Whole<'a>> {
-    let mut cursor = Cursor { buf, pos: 0 };
-    match dir {
-        Direction::Request => cursor.request(limits.max_bulk_len),
-        Direction::Reply => cursor.reply(limits),
-    }
+/// A frame's head value: the bytes from its start to the end of the buffer,
+/// and how many of them it spans.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    from: &'a [u8],
+    len: usize,
 }
 
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn next(&mut self) -> Option<u8> {
-        let b = *self.buf.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
-    }
-
-    /// Consumes `bytes` if they come next.
-    fn eat(&mut self, bytes: &[u8]) -> bool {
-        let found = self
-            .buf
-            .get(self.pos..)
-            .is_some_and(|r| r.starts_with(bytes));
-        if found {
-            self.pos += bytes.len();
-        }
-        found
-    }
-
-    /// `*N` (N > 0) and N bulk strings; the head is the first of them.
-    fn request(&mut self, max_bulk_len: usize) -> Option<Whole<'a>> {
-        if self.next()? != b'*' {
-            return None;
-        }
-        let n = self.length().filter(|&n| n > 0)?;
-        let mut head = None;
-        for _ in 0..n {
-            if self.next()? != b'$' {
-                return None;
-            }
-            let payload = self.blob(max_bulk_len)?;
-            head.get_or_insert(payload);
-        }
-        Some(Whole {
-            end: self.pos,
-            kind: b'*',
-            len: n,
-            head: head.unwrap_or_default(),
-        })
-    }
-
-    /// A leaf or a flat aggregate of leaves (`*`, `~`, `>`, `%`); the head
-    /// is the first leaf that is not a null.
-    fn reply(&mut self, limits: &Limits) -> Option<Whole<'a>> {
-        let kind = *self.buf.first()?;
-        let (len, head) = match kind {
-            b'*' | b'~' | b'>' | b'%' => {
-                self.pos += 1;
-                if self.eat(b"-1\r\n") {
-                    (0, None)
-                } else {
-                    let n = self.length()?;
-                    let n = if kind == b'%' { n * 2 } else { n };
-                    // The aggregate's level would be one too deep.
-                    if n > 0 && limits.max_depth == 0 {
-                        return None;
-                    }
-                    let mut head = None;
-                    for _ in 0..n {
-                        if let Some(leaf) = self.leaf(limits.max_bulk_len)? {
-                            head.get_or_insert(leaf);
-                        }
-                    }
-                    (n, head)
-                }
-            }
-            _ => (0, self.leaf(limits.max_bulk_len)?),
+impl Head<'_> {
+    #[inline(always)]
+    fn summary(self, kind: u8, len: usize) -> FrameInfo {
+        let head_len = self.len.min(HEAD_CAP);
+        // A fixed 16-byte copy is cheaper than one of head_len bytes; what
+        // lies past head_len is not part of the summary.
+        let head = match self.from.first_chunk::<HEAD_CAP>() {
+            Some(window) => *window,
+            None => short_head(self.from, head_len),
         };
-        Some(Whole {
-            end: self.pos,
+        FrameInfo {
             kind,
             len,
-            head: head.unwrap_or_default(),
-        })
-    }
-
-    /// A value that is not an aggregate: `Some(None)` for a null, which is
-    /// no head, `Some(Some(text))` for anything else.
-    fn leaf(&mut self, max_bulk_len: usize) -> Option<Option<&'a [u8]>> {
-        match self.next()? {
-            b'+' | b'-' | b':' | b',' | b'#' | b'(' | b'_' => self.line().map(Some),
-            b'$' | b'!' | b'=' if self.eat(b"-1\r\n") => Some(None),
-            b'$' | b'!' | b'=' => self.blob(max_bulk_len).map(Some),
-            _ => None,
+            head,
+            head_len: head_len as u8,
         }
     }
+}
 
-    /// The rest of a line that ends in CRLF, without it.
-    fn line(&mut self) -> Option<&'a [u8]> {
-        let rest = self.buf.get(self.pos..)?;
-        let lf = find_lf(rest)?;
-        let text = rest.get(..lf)?.strip_suffix(b"\r")?;
-        self.pos += lf + 1;
-        Some(text)
+/// A head near the end of the buffer. Out of line so that the compiler
+/// does not merge the fixed copy above into this variable-length one.
+#[cold]
+#[inline(never)]
+fn short_head(from: &[u8], head_len: usize) -> [u8; HEAD_CAP] {
+    let mut head = [0; HEAD_CAP];
+    if let (Some(dst), Some(src)) = (head.get_mut(..head_len), from.get(..head_len)) {
+        dst.copy_from_slice(src);
     }
+    head
+}
 
-    /// A bulk's length line and payload (its type byte already read).
-    fn blob(&mut self, max_bulk_len: usize) -> Option<&'a [u8]> {
-        let len = self.length().filter(|&len| len <= max_bulk_len)?;
-        let end = self.pos.checked_add(len)?;
-        let payload = self.buf.get(self.pos..end)?;
-        self.pos = end;
-        self.eat(b"\r\n").then_some(payload)
+/// `*N` (N > 0) and N bulk strings; the head is the first of them.
+#[inline(always)]
+fn request(buf: &[u8], max_bulk_len: usize) -> Option<(FrameInfo, &[u8])> {
+    let [b'*', rest @ ..] = buf else { return None };
+    let (n, rest) = length(rest).filter(|&(n, _)| n > 0)?;
+    let [b'$', rest @ ..] = rest else { return None };
+    let (head, mut rest) = bulk(rest, max_bulk_len)?;
+    let info = head.summary(b'*', n);
+    for _ in 1..n {
+        let [b'$', tail @ ..] = rest else { return None };
+        (_, rest) = bulk(tail, max_bulk_len)?;
     }
+    Some((info, rest))
+}
 
-    /// A length and its CRLF: 1 to 9 digits (so no overflow and nothing
-    /// near Redis's limits), no sign, no leading zero.
-    fn length(&mut self) -> Option<usize> {
-        let rest = self.buf.get(self.pos..)?;
-        let digits = rest.iter().take(10).position(|b| !b.is_ascii_digit())?;
-        let text = rest.get(..digits)?;
-        if digits == 0 || (digits > 1 && text.first() == Some(&b'0')) {
-            return None;
+/// A leaf or a flat aggregate of leaves (`*`, `~`, `>`, `%`); the head
+/// is the first leaf that is not a null.
+#[inline(always)]
+fn reply<'a>(buf: &'a [u8], limits: &Limits) -> Option<(FrameInfo, &'a [u8])> {
+    let (&kind, rest) = buf.split_first()?;
+    let (len, head, rest) = match kind {
+        b'*' | b'~' | b'>' | b'%' => match rest {
+            [b'-', b'1', b'\r', b'\n', rest @ ..] => (0, None, rest),
+            _ => {
+                let (n, mut rest) = length(rest)?;
+                let n = if kind == b'%' { n * 2 } else { n };
+                // The aggregate's level would be one too deep.
+                if n > 0 && limits.max_depth == 0 {
+                    return None;
+                }
+                let mut head = None;
+                for _ in 0..n {
+                    let (&kind, tail) = rest.split_first()?;
+                    let (leaf, tail) = leaf(kind, tail, limits.max_bulk_len)?;
+                    head = head.or(leaf);
+                    rest = tail;
+                }
+                (n, head, rest)
+            }
+        },
+        _ => {
+            let (head, rest) = leaf(kind, rest, limits.max_bulk_len)?;
+            (0, head, rest)
         }
-        self.pos += digits;
-        if !self.eat(b"\r\n") {
-            return None;
+    };
+    let head = head.unwrap_or(Head { from: &[], len: 0 });
+    Some((head.summary(kind, len), rest))
+}
+
+/// A value that is not an aggregate, its type byte already read: no head
+/// for a null, the text for anything else.
+#[inline(always)]
+fn leaf(kind: u8, s: &[u8], max_bulk_len: usize) -> Option<(Option<Head<'_>>, &[u8])> {
+    match kind {
+        b'+' | b'-' | b':' | b',' | b'#' | b'(' | b'_' => {
+            // The rest of a line that ends in CRLF, without it.
+            let lf = find_lf(s)?;
+            let (line, rest) = s.split_at_checked(lf)?;
+            let [.., b'\r'] = line else { return None };
+            let head = Head {
+                from: s,
+                len: lf - 1,
+            };
+            Some((Some(head), rest.get(1..)?))
         }
-        Some(text.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')))
+        b'$' | b'!' | b'=' => match s {
+            [b'-', b'1', b'\r', b'\n', rest @ ..] => Some((None, rest)),
+            _ => {
+                let (head, rest) = bulk(s, max_bulk_len)?;
+                Some((Some(head), rest))
+            }
+        },
+        _ => None,
     }
+}
+
+/// A bulk's length line, payload and CRLF (its type byte already read).
+#[inline(always)]
+fn bulk(s: &[u8], max_bulk_len: usize) -> Option<(Head<'_>, &[u8])> {
+    let (len, from) = length(s)?;
+    if len > max_bulk_len {
+        return None;
+    }
+    let [b'\r', b'\n', rest @ ..] = from.get(len..)? else {
+        return None;
+    };
+    Some((Head { from, len }, rest))
+}
+
+/// A length and its CRLF: 1 to 9 digits (so no overflow and nothing near
+/// Redis's limits), no sign, no leading zero.
+#[inline(always)]
+fn length(s: &[u8]) -> Option<(usize, &[u8])> {
+    match s {
+        // Most lengths have a digit or two: read those inline.
+        [d @ b'0'..=b'9', b'\r', b'\n', rest @ ..] => Some((digit(*d), rest)),
+        [d @ b'1'..=b'9', e @ b'0'..=b'9', b'\r', b'\n', rest @ ..] => {
+            Some((digit(*d) * 10 + digit(*e), rest))
+        }
+        _ => long_length(s),
+    }
+}
+
+/// [`length`] past two digits: rare, so kept out of line (inlining this
+/// loop at every call site makes the common frames slower).
+#[inline(never)]
+fn long_length(s: &[u8]) -> Option<(usize, &[u8])> {
+    let [d @ b'1'..=b'9', tail @ ..] = s else {
+        return None;
+    };
+    let (mut n, mut rest, mut digits) = (digit(*d), tail, 1);
+    loop {
+        match rest {
+            [b'\r', b'\n', rest @ ..] => return Some((n, rest)),
+            [d @ b'0'..=b'9', tail @ ..] if digits < 9 => {
+                n = n * 10 + digit(*d);
+                digits += 1;
+                rest = tail;
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn digit(d: u8) -> usize {
+    usize::from(d - b'0')
 }

@@ -281,7 +281,7 @@ fn fast_path_reads_common_frames() {
     let cases = (requests.iter().map(|r| (Direction::Request, r)))
         .chain(replies.iter().map(|r| (Direction::Reply, r)));
     for (dir, input) in cases {
-        let end = fast::frame(input, dir, &Limits::default()).map(|w| w.end);
+        let end = fast::frame(input, dir, &Limits::default()).map(|(end, _)| end);
         assert_eq!(
             end,
             Some(input.len()),
@@ -301,6 +301,9 @@ fn fast_path_edge_cases_match_slow_path() {
         b"*1\r\n$3\r\nabc\r\n",
         b"*1\r\n$4\r\nabcd\r\n",
         b"*1\r\n$03\r\nabc\r\n",
+        b"*1\r\n$00\r\n\r\n",
+        b"*1\r\n$10\r\n0123456789\r\n",
+        b"*1\r\n$100\r\n",
         b"*01\r\n$1\r\na\r\n",
         b"*1\r\n$-1\r\n",
         b"*1\r\n$3\r\nabcd\r\n",
