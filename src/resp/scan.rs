@@ -215,6 +215,10 @@ impl Scanner {
     /// Scans `buf`, which must start where the previous call said to resume.
     /// Stops at the end of the first complete top-level frame.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Progress, ProtocolError> {
+        // The session asks once more after the last frame of every read.
+        if buf.is_empty() {
+            return Ok(Progress::NeedMore(0));
+        }
         // Most frames arrive whole and simple; when no frame is half-scanned
         // (so the state is a header and the stack empty), try reading one in
         // a single pass before scanning line by line. Only the summary needs
