@@ -370,11 +370,15 @@ impl Running {
 
 /// Starts the binary in front of `redis` on a free port (not waiting for it).
 fn spawn_binary(redis: &Redis) -> (Running, SocketAddr, TempFile) {
+    spawn_binary_with(redis, "")
+}
+
+/// Like [`spawn_binary`], with extra `[proxy]` settings.
+fn spawn_binary_with(redis: &Redis, proxy_extra: &str) -> (Running, SocketAddr, TempFile) {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = TempFile::new(
-        "sentinel-proxy-lifecycle",
-        &config_text(redis.addr, &listen.to_string(), ""),
-    );
+    let text = config_text(redis.addr, &listen.to_string(), "")
+        .replace("[proxy]\n", &format!("[proxy]\n{proxy_extra}"));
+    let config = TempFile::new("sentinel-proxy-lifecycle", &text);
     let child = proxy_binary()
         .arg("--config")
         .arg(&config.0)
@@ -387,7 +391,12 @@ fn spawn_binary(redis: &Redis) -> (Running, SocketAddr, TempFile) {
 
 /// Starts the binary in front of `redis` and waits until it serves clients.
 fn start_binary(redis: &Redis) -> (Running, SocketAddr, TempFile) {
-    let (mut running, listen, config) = spawn_binary(redis);
+    start_binary_with(redis, "")
+}
+
+/// Like [`start_binary`], with extra `[proxy]` settings.
+fn start_binary_with(redis: &Redis, proxy_extra: &str) -> (Running, SocketAddr, TempFile) {
+    let (mut running, listen, config) = spawn_binary_with(redis, proxy_extra);
     wait_until("sentinel-proxy to accept", || {
         if let Ok(Some(status)) = running.0.try_wait() {
             panic!("sentinel-proxy exited early: {status}");
@@ -457,4 +466,59 @@ fn binary_sigterm_right_after_it_starts_accepting_is_graceful() {
             "attempt {attempt}: exit status {status}"
         );
     }
+}
+
+/// The id of the thread of process `pid` named `name`.
+fn thread_named(pid: u32, name: &str) -> Option<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("list the proxy's threads")
+        .filter_map(Result::ok)
+        .map(|task| task.file_name().to_string_lossy().into_owned())
+        .find(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|comm| comm.trim() == name)
+        })
+}
+
+/// How many times a thread went to sleep (in epoll_wait, for a session thread).
+fn voluntary_switches(pid: u32, tid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .expect("read the thread's status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in /proc status")
+}
+
+#[test]
+fn binary_with_two_worker_threads_serves_sessions_on_the_second_thread() {
+    let redis = Redis::start();
+    let (mut proxy, addr, _config) = start_binary_with(&redis, "worker_threads = 2\n");
+    let pid = proxy.0.id();
+    let worker = thread_named(pid, "sessions-1").expect("a second session thread");
+    let before = voluntary_switches(pid, &worker);
+    // Sessions are handed out in turn: clients 1 and 3 live on the second
+    // thread, which sleeps between their one-at-a-time requests.
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
+    for round in 0..100 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let reply = c.cmd(&["SET", &format!("worker-key-{i}"), &round.to_string()]);
+            assert_eq!(text(&reply), "OK", "client {i}, round {round}");
+        }
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(text(&c.cmd(&["GET", &format!("worker-key-{i}")])), "99");
+    }
+    let woke = voluntary_switches(pid, &worker) - before;
+    assert!(
+        woke >= 100,
+        "the second session thread woke {woke} times for 200 requests of its two sessions"
+    );
+    proxy.sigterm();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_closed(c, &format!("client {i}"));
+    }
+    let status = proxy.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
 }
