@@ -26,8 +26,8 @@ pub(super) fn is_ready(poll: Poll<io::Result<()>>) -> io::Result<bool> {
 
 /// How many bytes one read asks for, per connection and direction. Most
 /// requests and replies are tens of bytes: a small buffer is cheap to
-/// allocate (the session drops it whenever it is empty, so idle connections
-/// keep none) and stays in cache; a read that fills it doubles the size.
+/// allocate, stays in cache and may be kept while idle (see
+/// [`shrink_when_empty`]); a read that fills it doubles the size.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ReadSize(usize);
 
