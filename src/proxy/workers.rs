@@ -15,16 +15,19 @@ use tokio_util::task::TaskTracker;
 
 /// Session threads: the caller's runtime plus `count - 1` threads of their own.
 pub struct Workers {
-    /// `runtimes[0]` is the runtime `start` was called on.
-    runtimes: Vec<Handle>,
+    /// The runtimes of the threads started here (the caller's is not listed:
+    /// sessions dealt to it are spawned where the accept loop runs).
+    others: Vec<Handle>,
     next: AtomicUsize,
     stop: CancellationToken,
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Logged when a connection cannot change threads (it is then closed).
+const MOVE_FAILED: &str = "cannot move a client connection to its session thread";
+
 impl Workers {
     /// Starts `count - 1` session threads (`count` 0 means one per CPU).
-    /// Must be called from within a tokio runtime, which serves as the first.
     pub fn start(count: usize) -> std::io::Result<Workers> {
         let count = match count {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -32,7 +35,7 @@ impl Workers {
         };
         let stop = CancellationToken::new();
         let mut workers = Workers {
-            runtimes: vec![Handle::current()],
+            others: Vec::with_capacity(count - 1),
             next: AtomicUsize::new(0),
             stop: stop.clone(),
             threads: Vec::with_capacity(count - 1),
@@ -41,7 +44,7 @@ impl Workers {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            workers.runtimes.push(runtime.handle().clone());
+            workers.others.push(runtime.handle().clone());
             let stop = stop.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("sessions-{index}"))
@@ -57,29 +60,29 @@ impl Workers {
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
-        let Some(runtime) = self.runtimes.get(index).filter(|_| index > 0) else {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % (self.others.len() + 1);
+        let Some(runtime) = turn.checked_sub(1).and_then(|i| self.others.get(i)) else {
             tasks.spawn(serve(client));
             return;
         };
         // The socket is registered with this thread's epoll; it moves to the
         // other thread's, where every later wake-up happens.
-        match client.into_std() {
-            Ok(client) => {
-                tasks.spawn_on(
-                    async move {
-                        match TcpStream::from_std(client) {
-                            Ok(client) => serve(client).await,
-                            Err(e) => tracing::warn!(error = %e, "cannot move a client connection to its session thread"),
-                        }
-                    },
-                    runtime,
-                );
-            }
+        let client = match client.into_std() {
+            Ok(client) => client,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot move a client connection to its session thread")
+                tracing::warn!(error = %e, "{MOVE_FAILED}");
+                return;
             }
-        }
+        };
+        tasks.spawn_on(
+            async move {
+                match TcpStream::from_std(client) {
+                    Ok(client) => serve(client).await,
+                    Err(e) => tracing::warn!(error = %e, "{MOVE_FAILED}"),
+                }
+            },
+            runtime,
+        );
     }
 }
 
