@@ -656,11 +656,7 @@ fn single_voter_failover_matches_the_lab_sequence() {
         "+slave",
         "+sdown",
     ];
-    // `expected` must appear in this order (other events may interleave).
-    let mut it = w.log.iter();
-    for e in expected {
-        assert!(it.any(|s| s == e), "missing {e} in order; got {:?}", w.log);
-    }
+    assert_in_order(&w.log, &expected);
     assert_eq!(w.role[&27001], Some(27002));
     // The master is down: Sentinel's way, never FAILOVER TO.
     assert!(!w.log.iter().any(|e| e.contains("failover-to")));
