@@ -407,7 +407,6 @@ impl Session {
                     self.last_activity = Instant::now();
                 }
                 self.process_requests();
-                self.flush_upstream();
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
@@ -582,17 +581,14 @@ impl Session {
         match read_some(stream, &mut self.from_upstream, &mut self.upstream_read) {
             Ok(0) => {
                 self.lose_upstream(Loss::Closed);
-                self.flush_client()
+                Ok(())
             }
-            Ok(_) => {
-                self.process_replies()?;
-                self.flush_client()
-            }
+            Ok(_) => self.process_replies(),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => {
                 tracing::debug!(service = %self.service.name, error = %e, "upstream read failed");
                 self.lose_upstream(Loss::Closed);
-                self.flush_client()
+                Ok(())
             }
         }
     }
@@ -715,7 +711,8 @@ impl Session {
         Ok(())
     }
 
-    /// Pushes queued bytes out and moves the session between phases.
+    /// Pushes queued bytes out (the one place a wake-up's writes are made,
+    /// after all its reads) and moves the session between phases.
     fn after_io(&mut self) -> Result<(), SessionError> {
         self.flush_upstream();
         self.move_if_quiet();
