@@ -236,31 +236,46 @@ fn master_dying_keeps_idle_clients_and_closes_blocked_ones() {
     assert!(error_text(&c.cmd(&["PING"])).contains("mymaster"));
 }
 
+/// Redis's count of connections it refused at `maxclients`.
+fn rejected_connections(direct: &mut Client) -> u64 {
+    text(&direct.cmd(&["INFO", "stats"]))
+        .lines()
+        .find_map(|l| l.strip_prefix("rejected_connections:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rejected_connections in INFO stats")
+}
+
 #[test]
 fn an_instance_that_accepts_and_refuses_is_retried_with_backoff_not_in_a_loop() {
     // Redis at maxclients accepts a connection, answers
     // `-ERR max number of clients reached` and closes it.
     let redis = Redis::start_with(&["--maxclients", "1"]);
-    let mut occupant = redis.client();
-    assert_eq!(text(&occupant.cmd(&["PING"])), "PONG");
+    // The harness's readiness check may hold the one slot for a moment
+    // after it hung up (Redis frees it when it sees the close).
+    let mut occupant_slot = None;
+    wait_until("a connection to take Redis's only client slot", || {
+        let mut c = redis.client();
+        let admitted = is_pong(&c.cmd(&["PING"]));
+        if admitted {
+            occupant_slot = Some(c);
+        }
+        admitted
+    });
+    let occupant = occupant_slot.as_mut().expect("admitted");
+    let rejected_before = rejected_connections(occupant);
     let proxy = Proxy::start_with(redis.addr, "hold_timeout = \"600ms\"");
     let mut c = proxy.client();
     let held = error_text(&c.cmd(&["PING"]));
     assert!(held.contains("service 'mymaster'"), "{held}");
     assert!(held.contains("max number of clients reached"), "{held}");
     // Attempts back off (100 ms, doubling): a handful, not thousands.
-    let stats = text(&occupant.cmd(&["INFO", "stats"]));
-    let rejected: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("rejected_connections:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("rejected_connections in INFO stats");
+    let rejected = rejected_connections(occupant) - rejected_before;
     assert!(
         (1..=20).contains(&rejected),
         "{rejected} connections refused by Redis while one request waited 600 ms"
     );
     // Once there is room, the same connection gets through.
-    drop(occupant);
+    drop(occupant_slot);
     wait_until("the session to get a slot on the master", || {
         is_pong(&c.cmd(&["PING"]))
     });
@@ -496,7 +511,13 @@ fn binary_with_two_worker_threads_serves_sessions_on_the_second_thread() {
     let redis = Redis::start();
     let (mut proxy, addr, _config) = start_binary_with(&redis, "worker_threads = 2\n");
     let pid = proxy.0.id();
-    let worker = thread_named(pid, "sessions-1").expect("a second session thread");
+    // The port is bound before the session threads start.
+    let mut worker = None;
+    wait_until("a second session thread", || {
+        worker = thread_named(pid, "sessions-1");
+        worker.is_some()
+    });
+    let worker = worker.expect("found above");
     let before = voluntary_switches(pid, &worker);
     // Sessions are handed out in turn: clients 1 and 3 live on the second
     // thread, which sleeps between their one-at-a-time requests.
