@@ -71,33 +71,61 @@ struct HelloEffect {
     name: Option<Bytes>,
 }
 
+/// A request sent upstream whose replies have not all arrived. Kept small
+/// (32 bytes): one is queued and dequeued for every request, and nearly
+/// every request has no effect and is the client's own.
 #[derive(Debug)]
 struct Pending {
     /// Replies still expected (SUBSCRIBE a b gets two).
     replies: usize,
-    effect: Effect,
+    /// Bytes of the request: what its completion releases.
+    len: usize,
     blocking: bool,
     /// Sent inside MULTI: its reply is `+QUEUED` and its effect waits for EXEC.
     queued: bool,
-    /// Bytes of the request: what its completion releases.
-    len: usize,
     /// Some of its replies have arrived.
     partly_answered: bool,
+    /// Its effect and purpose, unless they are none and the client's.
+    special: Option<Box<Special>>,
+}
+
+#[derive(Debug)]
+struct Special {
+    effect: Effect,
     purpose: Purpose,
 }
 
 impl Pending {
-    /// A request of the client's own.
-    fn client(replies: usize, effect: Effect, blocking: bool, queued: bool, len: usize) -> Self {
+    fn new(replies: usize, effect: Effect, purpose: Purpose, len: usize) -> Self {
+        let special = (effect != Effect::None || purpose != Purpose::Client)
+            .then(|| Box::new(Special { effect, purpose }));
         Pending {
             replies,
-            effect,
-            blocking,
-            queued,
-            len,
-            partly_answered: false,
-            purpose: Purpose::Client,
+            special,
+            ..Pending::plain(len)
         }
+    }
+
+    /// A request of the client's own, with no effect on the connection.
+    fn plain(len: usize) -> Self {
+        Pending {
+            replies: 1,
+            len,
+            blocking: false,
+            queued: false,
+            partly_answered: false,
+            special: None,
+        }
+    }
+
+    fn effect(&self) -> &Effect {
+        const NONE: &Effect = &Effect::None;
+        self.special.as_ref().map_or(NONE, |s| &s.effect)
+    }
+
+    fn purpose(&self) -> &Purpose {
+        const CLIENT: &Purpose = &Purpose::Client;
+        self.special.as_ref().map_or(CLIENT, |s| &s.purpose)
     }
 }
 
@@ -226,7 +254,7 @@ impl SessionState {
     pub fn next_reply_is_clients(&self) -> bool {
         self.pending
             .front()
-            .is_none_or(|p| p.purpose == Purpose::Client)
+            .is_none_or(|p| *p.purpose() == Purpose::Client)
     }
 
     /// Whether a blocking command (BLPOP, XREAD BLOCK, WAIT, ...) is in flight.
@@ -251,7 +279,7 @@ impl SessionState {
         // Pub/Sub commands queued in the open transaction run at its EXEC.
         let mut tx: Vec<&Effect> = self.tx_effects.iter().collect();
         for p in self.pending.iter().take(before) {
-            match &p.effect {
+            match p.effect() {
                 Effect::Exec => {
                     for effect in tx.drain(..) {
                         update_subscriptions(&mut sets, effect);
@@ -298,8 +326,7 @@ impl SessionState {
             && self.reply_mode == ReplyMode::On
         {
             // Nearly every request: one reply, no effect on the connection.
-            self.pending
-                .push_back(Pending::client(1, Effect::None, false, false, frame.len()));
+            self.pending.push_back(Pending::plain(frame.len()));
             return Recorded::Waits;
         }
         self.quit_sent |= command == Command::Quit;
@@ -377,8 +404,9 @@ impl SessionState {
         }
         self.blocking += usize::from(blocking);
         self.pending.push_back(Pending {
-            purpose,
-            ..Pending::client(replies, effect, blocking, queued, len)
+            blocking,
+            queued,
+            ..Pending::new(replies, effect, purpose, len)
         });
         recorded
     }
@@ -394,7 +422,7 @@ impl SessionState {
             return ReplyRole::OutOfBand;
         };
         let error = info.is_error();
-        let role = match &front.purpose {
+        let role = match front.purpose() {
             Purpose::Client => ReplyRole::Answer,
             Purpose::Replay => ReplyRole::Replay,
             Purpose::RoleCheck => ReplyRole::RoleCheck,
@@ -413,13 +441,17 @@ impl SessionState {
         };
         self.released += done.len;
         self.blocking -= usize::from(done.blocking);
+        let Some(special) = done.special else {
+            return role;
+        };
+        let effect = special.effect;
         if done.queued {
-            if !error && done.effect != Effect::None {
-                self.tx_effects.push(done.effect);
+            if !error && effect != Effect::None {
+                self.tx_effects.push(effect);
             }
             return role;
         }
-        match done.effect {
+        match effect {
             Effect::None => {}
             // EXEC and DISCARD close the transaction whatever their reply.
             Effect::Exec | Effect::Discard => self.close_transaction(info),
@@ -453,11 +485,10 @@ impl SessionState {
                 self.apply(effect);
             }
             if extra > 0 {
-                self.pending.push_front(Pending::client(
+                self.pending.push_front(Pending::new(
                     extra,
                     Effect::Confirmations,
-                    false,
-                    false,
+                    Purpose::Client,
                     0,
                 ));
             }
@@ -479,13 +510,13 @@ impl SessionState {
                 break;
             };
             if matches!(
-                p.effect,
+                p.effect(),
                 Effect::Multi | Effect::Exec | Effect::Discard | Effect::Reset
             ) {
                 return;
             }
             if p.queued {
-                let replies = self.expected_replies(&p.effect, false, at);
+                let replies = self.expected_replies(p.effect(), false, at);
                 if let Some(p) = self.pending.get_mut(at) {
                     p.queued = false;
                     p.replies = replies;
@@ -508,7 +539,7 @@ impl SessionState {
         let confirmation_expected = self.pending.front().is_some_and(|p| {
             !p.queued
                 && matches!(
-                    p.effect,
+                    p.effect(),
                     Effect::Subscribe(..) | Effect::Unsubscribe(..) | Effect::Confirmations
                 )
         });

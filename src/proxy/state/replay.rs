@@ -82,10 +82,10 @@ impl SessionState {
     pub fn unanswered(&self) -> impl Iterator<Item = Unanswered> + '_ {
         self.pending.iter().map(|p| Unanswered {
             len: p.len,
-            internal: matches!(p.purpose, Purpose::Replay | Purpose::RoleCheck),
+            internal: matches!(p.purpose(), Purpose::Replay | Purpose::RoleCheck),
             kind: if p.partly_answered
                 || p.blocking
-                || matches!(p.effect, Effect::Exec | Effect::Confirmations)
+                || matches!(p.effect(), Effect::Exec | Effect::Confirmations)
             {
                 Rerun::Never
             } else if p.queued {
@@ -104,7 +104,7 @@ impl SessionState {
     /// abort: the connection cannot move).
     pub fn upstream_lost(&mut self) -> Result<(), Unmovable> {
         self.pending
-            .retain(|p| !matches!(p.purpose, Purpose::Replay | Purpose::RoleCheck));
+            .retain(|p| !matches!(p.purpose(), Purpose::Replay | Purpose::RoleCheck));
         let doom = if self.in_multi {
             Doom::Abort
         } else if self.watching {
@@ -112,7 +112,7 @@ impl SessionState {
         } else {
             return Ok(());
         };
-        if self.pending.iter().any(|p| p.effect == Effect::Exec) {
+        if self.pending.iter().any(|p| *p.effect() == Effect::Exec) {
             return Err(Unmovable::ExecWaiting);
         }
         if self.doom != Some(Doom::Abort) {
@@ -126,10 +126,10 @@ impl SessionState {
     /// again if its server refused it (`-READONLY`, ...).
     pub fn oldest_is_resendable(&self) -> bool {
         self.pending.front().is_some_and(|p| {
-            p.purpose == Purpose::Client
+            *p.purpose() == Purpose::Client
                 && !p.queued
                 && !p.partly_answered
-                && p.effect != Effect::Confirmations
+                && *p.effect() != Effect::Confirmations
         })
     }
 
@@ -205,10 +205,8 @@ impl SessionState {
             bytes.extend_from_slice(frame);
         }
         for ((_, replies, effect, purpose), frame) in steps.into_iter().zip(frames).rev() {
-            self.pending.push_front(Pending {
-                purpose,
-                ..Pending::client(replies, effect, false, false, frame.len())
-            });
+            self.pending
+                .push_front(Pending::new(replies, effect, purpose, frame.len()));
         }
         Ok(bytes)
     }
