@@ -423,6 +423,15 @@ impl Session {
         let mut waiting = 0;
         loop {
             let rest = self.from_client.get(self.client_scanned..).unwrap_or(&[]);
+            // Nearly every request: whole, plain, recorded in one step.
+            if let Some((n, name)) = self.client_scan.whole_request(rest)
+                && self.state.record_plain(name, n)
+            {
+                self.client_scanned += n;
+                waiting += 1;
+                complete = self.client_scanned;
+                continue;
+            }
             match self.client_scan.scan(rest) {
                 Ok(Progress::Frame(n)) => {
                     let end = self.client_scanned + n;
@@ -604,6 +613,15 @@ impl Session {
         let mut pos = self.upstream_scanned;
         loop {
             let rest = self.from_upstream.get(pos..).unwrap_or(&[]);
+            // Nearly every reply: whole, one leaf, answering a plain request.
+            if let Some((n, kind)) = self.upstream_scan.whole_leaf(rest)
+                && self.state.answer_plain(kind)
+            {
+                pos += n;
+                start = pos;
+                self.hold.answered();
+                continue;
+            }
             match self.upstream_scan.scan(rest) {
                 Ok(Progress::Frame(n)) => {
                     pos += n;

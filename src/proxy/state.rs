@@ -316,19 +316,49 @@ impl SessionState {
         std::mem::take(&mut self.released)
     }
 
+    /// Records a request of `len` bytes named `name` if it is a plain one
+    /// (nearly every request): one reply, no effect on the connection, sent
+    /// as it is. Returns false, recording nothing, for any other.
+    pub fn record_plain(&mut self, name: &[u8], len: usize) -> bool {
+        let plain = self.doom.is_none()
+            && !self.tx_open
+            && self.reply_mode == ReplyMode::On
+            && Command::from_name(name) == Command::Other;
+        if plain {
+            self.pending.push_back(Pending::plain(len));
+        }
+        plain
+    }
+
+    /// Records a reply of type `kind` that is one leaf (not an aggregate)
+    /// if it is an answer to a plain request (see
+    /// [`SessionState::record_plain`]) that is not an error. Returns false,
+    /// recording nothing, otherwise.
+    pub fn answer_plain(&mut self, kind: u8) -> bool {
+        // An error may be a refusal to re-send; a MONITOR line is a leaf
+        // that answers nothing.
+        if kind == b'-' || kind == b'!' || self.monitor {
+            return false;
+        }
+        match self.pending.front() {
+            Some(p) if p.special.is_none() && p.replies == 1 => {}
+            _ => return false,
+        }
+        let Some(done) = self.pending.pop_front() else {
+            return false;
+        };
+        self.released += done.len;
+        self.blocking -= usize::from(done.blocking);
+        true
+    }
+
     /// Records a request that is about to be sent upstream. `frame` is the
     /// complete RESP array and `info` its scanner summary.
     pub fn on_request(&mut self, frame: &[u8], info: &FrameInfo) -> Recorded {
-        let command = Command::from_name(info.head());
-        if command == Command::Other
-            && self.doom.is_none()
-            && !self.tx_open
-            && self.reply_mode == ReplyMode::On
-        {
-            // Nearly every request: one reply, no effect on the connection.
-            self.pending.push_back(Pending::plain(frame.len()));
+        if self.record_plain(info.head(), frame.len()) {
             return Recorded::Waits;
         }
+        let command = Command::from_name(info.head());
         self.quit_sent |= command == Command::Quit;
         let (mut effect, blocking) = match command {
             Command::Other => (Effect::None, false),

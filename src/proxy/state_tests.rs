@@ -5,20 +5,35 @@ use super::*;
 use crate::resp::request::encode_command;
 use crate::resp::{Direction, Limits, Progress, Scanner};
 
-/// Feeds one request (given as arguments) to the state.
+/// Feeds one request (given as arguments) to the state: a plain one in one
+/// step, any other after a full scan.
 fn request(state: &mut SessionState, args: &[&str]) -> Recorded {
     let frame = encode_command(args);
     let mut scanner = Scanner::new(Direction::Request, Limits::default());
+    if let Some((n, name)) = scanner.whole_request(&frame) {
+        assert_eq!(n, frame.len());
+        if state.record_plain(name, n) {
+            return Recorded::Waits;
+        }
+    }
     assert_eq!(scanner.scan(&frame), Ok(Progress::Frame(frame.len())));
     state.on_request(&frame, scanner.info())
 }
 
-/// Feeds reply bytes (one or more frames) and returns each frame's role.
+/// Feeds reply bytes (one or more frames) and returns each frame's role:
+/// a plain answer in one step, any other after a full scan.
 fn replies(state: &mut SessionState, bytes: &[u8]) -> Vec<ReplyRole> {
     let mut scanner = Scanner::new(Direction::Reply, Limits::default());
     let mut roles = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
+        if let Some((n, kind)) = scanner.whole_leaf(&bytes[at..])
+            && state.answer_plain(kind)
+        {
+            at += n;
+            roles.push(ReplyRole::Answer);
+            continue;
+        }
         match scanner.scan(&bytes[at..]).expect("valid reply") {
             Progress::Frame(n) => {
                 at += n;
@@ -774,4 +789,44 @@ fn an_exec_already_waiting_when_its_transaction_is_lost_cannot_move() {
     request(&mut s, &["SET", "k", "1"]);
     request(&mut s, &["EXEC"]);
     assert_eq!(s.upstream_lost(), Err(Unmovable::ExecWaiting));
+}
+
+/// Only what needs no tracking takes the one-step path: a plain command,
+/// answered by a leaf that is not an error.
+#[test]
+fn only_plain_requests_and_their_leaf_answers_take_the_one_step_path() {
+    let mut s = SessionState::default();
+    assert!(s.record_plain(b"GET", 10));
+    assert!(!s.record_plain(b"select", 10), "a command with an effect");
+    assert!(!s.record_plain(b"BLPOP", 10), "a blocking command");
+    assert_eq!(s.in_flight(), 1);
+    assert!(!s.answer_plain(b'-'), "an error may be a refusal");
+    assert!(!s.answer_plain(b'!'), "a RESP3 error too");
+    assert!(s.answer_plain(b'$'));
+    assert_eq!((s.in_flight(), s.take_released()), (0, 10));
+    assert!(!s.answer_plain(b'+'), "nothing was asked");
+
+    request(&mut s, &["SELECT", "1"]);
+    assert!(
+        !s.answer_plain(b'+'),
+        "the answer to a request with an effect"
+    );
+    replies(&mut s, b"+OK\r\n");
+    assert_eq!(s.db, 1);
+
+    request(&mut s, &["MULTI"]);
+    assert!(!s.record_plain(b"GET", 10), "queued in a transaction");
+    request(&mut s, &["EXEC"]);
+    replies(&mut s, b"+OK\r\n*0\r\n");
+
+    request(&mut s, &["CLIENT", "REPLY", "OFF"]);
+    assert!(!s.record_plain(b"GET", 10), "replies are off");
+    request(&mut s, &["CLIENT", "REPLY", "ON"]);
+    replies(&mut s, b"+OK\r\n");
+
+    request(&mut s, &["MONITOR"]);
+    replies(&mut s, b"+OK\r\n");
+    assert!(s.record_plain(b"PING", 14));
+    assert!(!s.answer_plain(b'+'), "a monitor's line answers nothing");
+    assert_eq!(s.in_flight(), 1);
 }

@@ -232,6 +232,27 @@ impl Scanner {
         self.scan_lines(buf)
     }
 
+    /// A whole request at the start of `buf` when no frame is half-scanned:
+    /// its length and command name. `None` says nothing about the bytes:
+    /// [`Scanner::scan`] them. The caller must then account for the frame
+    /// as `scan` would have (the scanner's state does not change).
+    pub fn whole_request<'a>(&self, buf: &'a [u8]) -> Option<(usize, &'a [u8])> {
+        if !self.is_idle() {
+            return None;
+        }
+        fast::request_name(buf, self.limits.max_bulk_len)
+    }
+
+    /// A whole reply at the start of `buf` that is one leaf (not an
+    /// aggregate), when no frame is half-scanned: its length and type byte.
+    /// Like [`Scanner::whole_request`], `None` means "scan it".
+    pub fn whole_leaf(&self, buf: &[u8]) -> Option<(usize, u8)> {
+        if !self.is_idle() {
+            return None;
+        }
+        fast::leaf_reply(buf, self.limits.max_bulk_len)
+    }
+
     /// The general, resumable scan: a line or a payload piece at a time.
     /// Kept out of [`Scanner::scan`] so the fast path stays small.
     #[inline(never)]

@@ -61,19 +61,42 @@ fn short_head(from: &[u8], head_len: usize) -> [u8; HEAD_CAP] {
     head
 }
 
+/// A complete request at the start of `buf`: its length and its first
+/// argument (the command name).
+pub(super) fn request_name(buf: &[u8], max_bulk_len: usize) -> Option<(usize, &[u8])> {
+    let (_, head, rest) = request_parts(buf, max_bulk_len)?;
+    let name = head.from.get(..head.len)?;
+    Some((buf.len() - rest.len(), name))
+}
+
+/// A complete reply at the start of `buf` that is a single leaf: its
+/// length and type byte.
+pub(super) fn leaf_reply(buf: &[u8], max_bulk_len: usize) -> Option<(usize, u8)> {
+    let (&kind, rest) = buf.split_first()?;
+    // `leaf` takes no aggregate.
+    let (_, rest) = leaf(kind, rest, max_bulk_len)?;
+    Some((buf.len() - rest.len(), kind))
+}
+
 /// `*N` (N > 0) and N bulk strings; the head is the first of them.
 #[inline(always)]
 fn request(buf: &[u8], max_bulk_len: usize) -> Option<(FrameInfo, &[u8])> {
+    let (n, head, rest) = request_parts(buf, max_bulk_len)?;
+    Some((head.summary(b'*', n), rest))
+}
+
+/// A request's argument count, first argument and the bytes after it.
+#[inline(always)]
+fn request_parts(buf: &[u8], max_bulk_len: usize) -> Option<(usize, Head<'_>, &[u8])> {
     let [b'*', rest @ ..] = buf else { return None };
     let (n, rest) = length(rest).filter(|&(n, _)| n > 0)?;
     let [b'$', rest @ ..] = rest else { return None };
     let (head, mut rest) = bulk(rest, max_bulk_len)?;
-    let info = head.summary(b'*', n);
     for _ in 1..n {
         let [b'$', tail @ ..] = rest else { return None };
         (_, rest) = bulk(tail, max_bulk_len)?;
     }
-    Some((info, rest))
+    Some((n, head, rest))
 }
 
 /// A leaf or a flat aggregate of leaves (`*`, `~`, `>`, `%`); the head

@@ -241,14 +241,44 @@ fn trace(
 }
 
 /// Asserts that `scan` (fast path first) and `scan_lines` alone agree on
-/// every call's result and frame summary.
+/// every call's result and frame summary, and that whatever the one-step
+/// readers accept is what the slow path finds.
 fn assert_fast_matches_slow(dir: Direction, limits: Limits, data: &[u8], cuts: &[usize]) {
+    let slow = trace(dir, limits, data, cuts, Scanner::scan_lines);
     assert_eq!(
         trace(dir, limits, data, cuts, Scanner::scan),
-        trace(dir, limits, data, cuts, Scanner::scan_lines),
+        slow,
         "{dir} {:?} cuts {cuts:?} {limits:?}",
         String::from_utf8_lossy(data),
     );
+    assert_eq!(trace(dir, limits, data, cuts, scan_checking_whole), slow);
+}
+
+/// `scan_lines`, after checking that [`Scanner::whole_request`] or
+/// [`Scanner::whole_leaf`], when they accept the bytes, report the frame
+/// that it finds: its length, kind and command name.
+fn scan_checking_whole(s: &mut Scanner, buf: &[u8]) -> Result<Progress, ProtocolError> {
+    let whole = match s.dir {
+        Direction::Request => s.whole_request(buf).map(|(n, name)| (n, b'*', name)),
+        Direction::Reply => s.whole_leaf(buf).map(|(n, kind)| (n, kind, &[][..])),
+    };
+    let result = s.scan_lines(buf);
+    if let Some((n, kind, name)) = whole {
+        let what = String::from_utf8_lossy(buf);
+        assert_eq!(result, Ok(Progress::Frame(n)), "{what:?}");
+        assert_eq!(s.info().kind, kind, "{what:?}");
+        match s.dir {
+            Direction::Request => {
+                assert_eq!(
+                    s.info().head(),
+                    &name[..name.len().min(HEAD_CAP)],
+                    "{what:?}"
+                )
+            }
+            Direction::Reply => assert_eq!(s.info().len, 0, "{what:?}"),
+        }
+    }
+    result
 }
 
 fn tight(max_bulk_len: usize, max_depth: usize) -> Limits {
@@ -284,6 +314,18 @@ fn fast_path_reads_common_frames() {
         let end = fast::frame(input, dir, &Limits::default()).map(|(end, _)| end);
         assert_eq!(
             end,
+            Some(input.len()),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+        let scanner = Scanner::new(dir, Limits::default());
+        let whole = match dir {
+            Direction::Request => scanner.whole_request(input).map(|(n, _)| n),
+            Direction::Reply if b"*~>%".contains(&input[0]) => Some(input.len()),
+            Direction::Reply => scanner.whole_leaf(input).map(|(n, _)| n),
+        };
+        assert_eq!(
+            whole,
             Some(input.len()),
             "{:?}",
             String::from_utf8_lossy(input)
