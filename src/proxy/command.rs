@@ -38,12 +38,18 @@ pub enum Command {
 
 impl Command {
     /// Classifies a command by name, case-insensitively.
+    #[inline]
     pub fn from_name(name: &[u8]) -> Command {
         // The names below are 4 to 12 bytes long: GET, SET, DEL... are
-        // rejected before any comparison.
+        // rejected here, inline, before any comparison.
         if !(4..=12).contains(&name.len()) {
             return Command::Other;
         }
+        Command::from_long_name(name)
+    }
+
+    #[inline(never)]
+    fn from_long_name(name: &[u8]) -> Command {
         let mut lower = [0u8; 16];
         let Some(dst) = lower.get_mut(..name.len()) else {
             return Command::Other;

@@ -344,11 +344,18 @@ impl SessionState {
             Some(p) if p.special.is_none() && p.replies == 1 => {}
             _ => return false,
         }
-        let Some(done) = self.pending.pop_front() else {
+        // Matching `special: None` spares a call to drop what is not there.
+        let Some(Pending {
+            len,
+            blocking,
+            special: None,
+            ..
+        }) = self.pending.pop_front()
+        else {
             return false;
         };
-        self.released += done.len;
-        self.blocking -= usize::from(done.blocking);
+        self.released += len;
+        self.blocking -= usize::from(blocking);
         true
     }
 
