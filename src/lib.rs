@@ -20,6 +20,8 @@ pub mod proxy;
 pub mod resp;
 pub mod route;
 pub mod sentinel;
+#[cfg(test)]
+mod test_support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -446,10 +446,7 @@ async fn fetch_authenticates_when_asked() {
 
 #[tokio::test]
 async fn fetch_reports_unreachable_and_silent_servers() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_held, closed) = crate::test_support::refusing_addr();
     let e = fetch(closed, None, TIMEOUT).await.unwrap_err().to_string();
     assert!(e.starts_with(&format!("connect {closed}: ")), "{e}");
     assert!(e.contains("refused"), "{e}");
@@ -527,10 +524,7 @@ async fn keep_loaded_retries_and_reloads_after_a_route_change() {
             .with_ansi(false)
             .finish(),
     );
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_held, dead) = crate::test_support::refusing_addr();
     let a = Redis::start(&[]);
     let b = Redis::start(&["--rename-command", "GET", ""]);
     let (tx, rx) = route::channel(Route {

@@ -89,10 +89,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_connections_report_the_os_error() {
-        let addr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        let (_held, addr) = crate::test_support::refusing_addr();
         let e = connect(addr, Duration::from_secs(5), None)
             .await
             .unwrap_err();

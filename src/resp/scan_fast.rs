@@ -8,6 +8,10 @@
 //! with the slow path, which alone reports errors. So for every frame this
 //! accepts, the slow path would find the same end, kind, length and head.
 //!
+//! The same steps serve the session's one-step readers
+//! ([`request_name`], [`leaf_reply`]), which skip the summary: the
+//! session needs only the command name, or the reply's type byte.
+//!
 //! Each step takes the bytes left and returns what follows what it read;
 //! slice patterns keep the bounds checks to one length test per step.
 
