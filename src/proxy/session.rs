@@ -482,7 +482,7 @@ impl Session {
             }
         }
         self.submit(complete, waiting);
-        shrink_when_empty(&mut self.from_client);
+        shrink_when_empty(&mut self.from_client, &self.client_read);
     }
 
     /// Sends the first `complete` bytes of `from_client`: whole requests,
@@ -684,7 +684,7 @@ impl Session {
         let forward = if streams { pos } else { start };
         self.forward_upstream(forward);
         self.upstream_scanned = pos - forward;
-        shrink_when_empty(&mut self.from_upstream);
+        shrink_when_empty(&mut self.from_upstream, &self.upstream_read);
         Ok(())
     }
 

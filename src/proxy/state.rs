@@ -89,6 +89,8 @@ struct Pending {
     special: Option<Box<Special>>,
 }
 
+const _: () = assert!(std::mem::size_of::<Pending>() == 32);
+
 #[derive(Debug)]
 struct Special {
     effect: Effect,
@@ -331,12 +333,13 @@ impl SessionState {
     }
 
     /// Records a reply of type `kind` that is one leaf (not an aggregate)
-    /// if it is an answer to a plain request (see
-    /// [`SessionState::record_plain`]) that is not an error. Returns false,
-    /// recording nothing, otherwise.
+    /// if it completes the oldest request and that one has no effect or
+    /// purpose of its own and expects this one reply (any request sent by
+    /// [`SessionState::record_plain`], and some others: one queued in a
+    /// transaction, a blocking one). An error is not taken: it may be a
+    /// refusal to re-send. Returns false, recording nothing, otherwise.
     pub fn answer_plain(&mut self, kind: u8) -> bool {
-        // An error may be a refusal to re-send; a MONITOR line is a leaf
-        // that answers nothing.
+        // A MONITOR line is a leaf that answers nothing.
         if kind == b'-' || kind == b'!' || self.monitor {
             return false;
         }
@@ -344,18 +347,10 @@ impl SessionState {
             Some(p) if p.special.is_none() && p.replies == 1 => {}
             _ => return false,
         }
-        // Matching `special: None` spares a call to drop what is not there.
-        let Some(Pending {
-            len,
-            blocking,
-            special: None,
-            ..
-        }) = self.pending.pop_front()
-        else {
-            return false;
-        };
-        self.released += len;
-        self.blocking -= usize::from(blocking);
+        if let Some(Pending { len, blocking, .. }) = self.pending.pop_front() {
+            self.released += len;
+            self.blocking -= usize::from(blocking);
+        }
         true
     }
 

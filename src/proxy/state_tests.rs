@@ -5,12 +5,24 @@ use super::*;
 use crate::resp::request::encode_command;
 use crate::resp::{Direction, Limits, Progress, Scanner};
 
-/// Feeds one request (given as arguments) to the state: a plain one in one
-/// step, any other after a full scan.
+/// Feeds one request (given as arguments) to the state as the session
+/// does: a plain one in one step, any other after a full scan.
 fn request(state: &mut SessionState, args: &[&str]) -> Recorded {
+    feed_request(state, args, true)
+}
+
+/// Feeds reply bytes (one or more frames) as the session does and returns
+/// each frame's role: a plain answer in one step, any other after a full
+/// scan.
+fn replies(state: &mut SessionState, bytes: &[u8]) -> Vec<ReplyRole> {
+    feed_replies(state, bytes, true)
+}
+
+/// [`request`], trying the one-step path first or not.
+fn feed_request(state: &mut SessionState, args: &[&str], one_step: bool) -> Recorded {
     let frame = encode_command(args);
     let mut scanner = Scanner::new(Direction::Request, Limits::default());
-    if let Some((n, name)) = scanner.whole_request(&frame) {
+    if one_step && let Some((n, name)) = scanner.whole_request(&frame) {
         assert_eq!(n, frame.len());
         if state.record_plain(name, n) {
             return Recorded::Waits;
@@ -20,14 +32,14 @@ fn request(state: &mut SessionState, args: &[&str]) -> Recorded {
     state.on_request(&frame, scanner.info())
 }
 
-/// Feeds reply bytes (one or more frames) and returns each frame's role:
-/// a plain answer in one step, any other after a full scan.
-fn replies(state: &mut SessionState, bytes: &[u8]) -> Vec<ReplyRole> {
+/// [`replies`], trying the one-step path first or not.
+fn feed_replies(state: &mut SessionState, bytes: &[u8], one_step: bool) -> Vec<ReplyRole> {
     let mut scanner = Scanner::new(Direction::Reply, Limits::default());
     let mut roles = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        if let Some((n, kind)) = scanner.whole_leaf(&bytes[at..])
+        if one_step
+            && let Some((n, kind)) = scanner.whole_leaf(&bytes[at..])
             && state.answer_plain(kind)
         {
             at += n;
@@ -829,4 +841,165 @@ fn only_plain_requests_and_their_leaf_answers_take_the_one_step_path() {
     assert!(s.record_plain(b"PING", 14));
     assert!(!s.answer_plain(b'+'), "a monitor's line answers nothing");
     assert_eq!(s.in_flight(), 1);
+}
+
+/// Random sequences of requests, replies, upstream losses and handshakes
+/// leave two states alike, one fed with the one-step path first (as the
+/// session does), one through `on_request`/`on_reply` only.
+mod one_step_vs_full {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const COMMANDS: &[&[&str]] = &[
+        &["GET", "k"],
+        &["SET", "k", "v"],
+        &["PING"],
+        &["SELECT", "2"],
+        &["MULTI"],
+        &["EXEC"],
+        &["DISCARD"],
+        &["SUBSCRIBE", "a", "b"],
+        &["UNSUBSCRIBE"],
+        &["PSUBSCRIBE", "p*"],
+        &["CLIENT", "REPLY", "OFF"],
+        &["CLIENT", "REPLY", "ON"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["MONITOR"],
+        &["BLPOP", "l", "0"],
+        &["RESET"],
+        &["HELLO", "3"],
+        &["HELLO", "2"],
+        &["WATCH", "k"],
+        &["UNWATCH"],
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+        &["CLIENT", "TRACKING", "ON"],
+        &["AUTH", "pw"],
+        &["averyveryverylongcommandname", "x"],
+    ];
+    const REPLIES: &[&[u8]] = &[
+        b"+OK\r\n",
+        b"$3\r\nabc\r\n",
+        b":1\r\n",
+        b"_\r\n",
+        b"$-1\r\n",
+        b"-ERR x\r\n",
+        b"-READONLY You can't write against a read only replica.\r\n",
+        b"!3\r\nerr\r\n",
+        b"+QUEUED\r\n",
+        b"*0\r\n",
+        b"*-1\r\n",
+        b"*1\r\n+OK\r\n",
+        b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n",
+        b">3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nx\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
+        b">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
+        b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n",
+        b"+1700000000.1 [0 1] \"get\"\r\n",
+        b"+PONG\r\n",
+        b"#t\r\n",
+        b",1.5\r\n",
+        b"=7\r\ntxt:abc\r\n",
+        b"%1\r\n+a\r\n+b\r\n",
+        b"|1\r\n+a\r\n+b\r\n+OK\r\n",
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n",
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Request(usize),
+        Reply(usize),
+        Lost,
+        Handshake,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0..COMMANDS.len()).prop_map(Step::Request),
+            6 => (0..REPLIES.len()).prop_map(Step::Reply),
+            1 => Just(Step::Lost),
+            1 => Just(Step::Handshake),
+        ]
+    }
+
+    /// Everything a state holds, in a comparable form.
+    fn snapshot(s: &SessionState) -> String {
+        let sorted = |set: &HashSet<Bytes>| {
+            let mut v: Vec<Bytes> = set.iter().cloned().collect();
+            v.sort();
+            v
+        };
+        let effect = |e: &Effect| match e {
+            Effect::Subscribe(kind, channels) => {
+                let mut channels = channels.clone();
+                channels.sort();
+                format!("Subscribe({kind:?}, {channels:?})")
+            }
+            e => format!("{e:?}"),
+        };
+        let pending: Vec<String> = (s.pending.iter())
+            .map(|p| {
+                format!(
+                    "{} {} {} {} {} {} {:?}",
+                    p.replies,
+                    p.len,
+                    p.blocking,
+                    p.queued,
+                    p.partly_answered,
+                    effect(p.effect()),
+                    p.purpose()
+                )
+            })
+            .collect();
+        let subscriptions: Vec<Vec<Bytes>> = s.subscriptions.iter().map(sorted).collect();
+        let tx: Vec<String> = s.tx_effects.iter().map(effect).collect();
+        format!(
+            "{} {:?} {} {:?} {:?} {subscriptions:?} {} {} {} {pending:?} {tx:?} {} {:?} {} {:?} {}",
+            s.db,
+            s.auth,
+            s.protocol,
+            s.name,
+            s.tracking,
+            s.in_multi,
+            s.watching,
+            s.monitor,
+            s.tx_open,
+            s.reply_mode,
+            s.blocking,
+            s.doom,
+            s.quit_sent
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn one_step_path_matches_full_path(steps in prop::collection::vec(step(), 1..40)) {
+            let (mut a, mut b) = (SessionState::default(), SessionState::default());
+            for step in &steps {
+                match step {
+                    Step::Request(i) => prop_assert_eq!(
+                        feed_request(&mut a, COMMANDS[*i], true),
+                        feed_request(&mut b, COMMANDS[*i], false)
+                    ),
+                    Step::Reply(i) => prop_assert_eq!(
+                        feed_replies(&mut a, REPLIES[*i], true),
+                        feed_replies(&mut b, REPLIES[*i], false)
+                    ),
+                    Step::Lost => prop_assert_eq!(a.upstream_lost(), b.upstream_lost()),
+                    Step::Handshake => prop_assert_eq!(
+                        a.handshake().map(|bytes| bytes.len()),
+                        b.handshake().map(|bytes| bytes.len())
+                    ),
+                }
+                prop_assert_eq!(a.take_released(), b.take_released());
+                prop_assert_eq!(a.blocking_in_flight(), b.blocking_in_flight());
+                prop_assert_eq!(a.next_reply_is_clients(), b.next_reply_is_clients());
+                prop_assert_eq!(a.oldest_is_resendable(), b.oldest_is_resendable());
+                prop_assert_eq!(snapshot(&a), snapshot(&b));
+                prop_assert!(a.unanswered().eq(b.unanswered()));
+            }
+        }
+    }
 }

@@ -319,17 +319,21 @@ fn fast_path_reads_common_frames() {
             String::from_utf8_lossy(input)
         );
         let scanner = Scanner::new(dir, Limits::default());
-        let whole = match dir {
-            Direction::Request => scanner.whole_request(input).map(|(n, _)| n),
-            Direction::Reply if b"*~>%".contains(&input[0]) => Some(input.len()),
-            Direction::Reply => scanner.whole_leaf(input).map(|(n, _)| n),
+        // The one-step readers take requests and leaves, not aggregates.
+        let (whole, expected) = match dir {
+            Direction::Request => (
+                scanner.whole_request(input).map(|(n, _)| n),
+                Some(input.len()),
+            ),
+            Direction::Reply => {
+                let aggregate = b"*~>%".contains(&input[0]);
+                (
+                    scanner.whole_leaf(input).map(|(n, _)| n),
+                    (!aggregate).then_some(input.len()),
+                )
+            }
         };
-        assert_eq!(
-            whole,
-            Some(input.len()),
-            "{:?}",
-            String::from_utf8_lossy(input)
-        );
+        assert_eq!(whole, expected, "{:?}", String::from_utf8_lossy(input));
         assert_fast_matches_slow(dir, Limits::default(), input, &[]);
     }
 }

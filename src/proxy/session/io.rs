@@ -26,16 +26,25 @@ pub(super) fn is_ready(poll: Poll<io::Result<()>>) -> io::Result<bool> {
     }
 }
 
-/// How many bytes one read asks for, per connection and direction. Most
-/// requests and replies are tens of bytes: a small buffer is cheap to
-/// allocate, stays in cache and may be kept while idle (see
-/// [`shrink_when_empty`]); a read that fills it doubles the size.
+/// How many bytes one read asks for, per connection and direction, and how
+/// large the memory block the read buffer is in. Most requests and replies
+/// are tens of bytes: a small buffer is cheap to allocate, stays in cache
+/// and may be kept while idle (see [`shrink_when_empty`]); a read that
+/// fills it doubles the size.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct ReadSize(usize);
+pub(super) struct ReadSize {
+    read: usize,
+    /// An empty buffer's room may be the tail of a larger block that it
+    /// keeps alive whole (the rest went out as frozen `Bytes`).
+    block: usize,
+}
 
 impl Default for ReadSize {
     fn default() -> Self {
-        ReadSize(READ_MIN)
+        ReadSize {
+            read: READ_MIN,
+            block: 0,
+        }
     }
 }
 
@@ -49,9 +58,12 @@ pub(super) fn read_some(
     buf: &mut BytesMut,
     size: &mut ReadSize,
 ) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < size.0 / 4 {
+    if buf.capacity() - buf.len() < size.read / 4 {
         // Growing by half of what is held keeps a large frame's copies linear.
-        buf.reserve(size.0.max(buf.len() / 2));
+        buf.reserve(size.read.max(buf.len() / 2));
+        // Room that ran short is replaced by a new block (or the old one
+        // reclaimed whole): what the buffer spans now is all of it.
+        size.block = buf.capacity();
     }
     let room = buf.capacity() - buf.len();
     let mut read = 0;
@@ -63,7 +75,7 @@ pub(super) fn read_some(
         Ok(read)
     });
     if read == room {
-        size.0 = (size.0 * 2).min(READ_MAX);
+        size.read = (size.read * 2).min(READ_MAX);
     }
     match result {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
@@ -71,14 +83,13 @@ pub(super) fn read_some(
     }
 }
 
-/// Drops an empty read buffer larger than `KEEP_MAX`: an idle connection
-/// keeps at most that per direction (see the idle-memory benchmark). A
-/// smaller one is kept: the next reads fill its remaining room with no
-/// allocation. Measured with 50 clients: keeping none cost a malloc and a
-/// free per read at one request per wake-up; keeping 1 KiB, more than half
-/// of the reads of sixteen pipelined GETs still allocated; 4 KiB, a quarter.
-pub(super) fn shrink_when_empty(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > KEEP_MAX {
+/// Drops an empty read buffer whose block is larger than `KEEP_MAX`: an
+/// idle connection keeps at most that per direction (see the idle-memory
+/// benchmark). A smaller one is kept: the next reads fill its remaining
+/// room with no allocation. Measured with 50 clients: keeping none cost a
+/// malloc and a free per read at one request per wake-up.
+pub(super) fn shrink_when_empty(buf: &mut BytesMut, size: &ReadSize) {
+    if buf.is_empty() && size.block > KEEP_MAX {
         *buf = BytesMut::new();
     }
 }
