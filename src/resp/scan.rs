@@ -233,9 +233,9 @@ impl Scanner {
     }
 
     /// A whole request at the start of `buf` when no frame is half-scanned:
-    /// its length and command name. `None` says nothing about the bytes:
-    /// [`Scanner::scan`] them. The caller must then account for the frame
-    /// as `scan` would have (the scanner's state does not change).
+    /// its length and command name. The scanner's state does not change, so
+    /// the caller accounts for the frame as `scan` would have. `None` says
+    /// nothing about the bytes: [`Scanner::scan`] them.
     pub fn whole_request<'a>(&self, buf: &'a [u8]) -> Option<(usize, &'a [u8])> {
         if !self.is_idle() {
             return None;
