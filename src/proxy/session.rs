@@ -423,62 +423,65 @@ impl Session {
         let mut waiting = 0;
         loop {
             let rest = self.from_client.get(self.client_scanned..).unwrap_or(&[]);
-            // Nearly every request: whole, plain, recorded in one step.
-            if let Some((n, name)) = self.client_scan.whole_request(rest)
-                && self.state.record_plain(name, n)
-            {
-                self.client_scanned += n;
-                waiting += 1;
-                complete = self.client_scanned;
-                continue;
-            }
-            match self.client_scan.scan(rest) {
-                Ok(Progress::Frame(n)) => {
-                    let end = self.client_scanned + n;
-                    let info = *self.client_scan.info();
-                    self.client_scanned = end;
-                    if info.kind == b'*' && info.len > 0 {
-                        let frame = self.from_client.get(complete..end).unwrap_or(&[]);
-                        let recorded = self.state.on_request(frame, &info);
-                        if recorded == Recorded::Waits {
-                            waiting += 1;
-                            complete = end;
+            let info;
+            // Nearly every request is whole and common: read in one step,
+            // with no frame summary; anything else is scanned.
+            // The frame starts at `complete`: a request scanned in pieces
+            // began before `rest`, a whole one at its start.
+            let (n, name, frame) = match self.client_scan.whole_request(rest) {
+                Some((n, name)) => (n, name, rest.get(..n).unwrap_or(&[])),
+                None => match self.client_scan.scan(rest) {
+                    Ok(Progress::Frame(n)) => {
+                        info = *self.client_scan.info();
+                        if info.kind != b'*' || info.len == 0 {
+                            // Inline commands are rewritten as RESP; empty
+                            // ones dropped.
+                            let end = self.client_scanned + n;
+                            self.submit(complete, waiting);
+                            let frame = self.from_client.split_to(end - complete);
+                            self.client_scanned = 0;
+                            (complete, waiting) = (0, 0);
+                            if info.kind == b'i' {
+                                self.inline_request(&frame);
+                            }
                             continue;
                         }
-                        // Rare (replies off, a doomed EXEC): on its own.
-                        self.submit(complete, waiting);
-                        let frame = self.from_client.split_to(end - complete).freeze();
-                        self.client_scanned = 0;
-                        (complete, waiting) = (0, 0);
-                        self.send_recorded(frame, recorded);
-                        if self.end.is_some() {
+                        let end = self.client_scanned + n;
+                        let frame = self.from_client.get(complete..end).unwrap_or(&[]);
+                        (n, info.head(), frame)
+                    }
+                    Ok(Progress::NeedMore(n)) => {
+                        self.client_scanned += n;
+                        if self.from_client.len() - complete > QUERY_BUFFER_LIMIT {
+                            self.submit(complete, waiting);
+                            self.fail(&"too big request");
                             return;
                         }
-                        continue;
+                        break;
                     }
-                    // Inline commands are rewritten as RESP; empty ones dropped.
-                    self.submit(complete, waiting);
-                    let frame = self.from_client.split_to(end - complete);
-                    self.client_scanned = 0;
-                    (complete, waiting) = (0, 0);
-                    if info.kind == b'i' {
-                        self.inline_request(&frame);
-                    }
-                }
-                Ok(Progress::NeedMore(n)) => {
-                    self.client_scanned += n;
-                    if self.from_client.len() - complete > QUERY_BUFFER_LIMIT {
+                    Err(e) => {
                         self.submit(complete, waiting);
-                        self.fail(&"too big request");
+                        self.fail(&e);
                         return;
                     }
-                    break;
-                }
-                Err(e) => {
-                    self.submit(complete, waiting);
-                    self.fail(&e);
-                    return;
-                }
+                },
+            };
+            let end = self.client_scanned + n;
+            self.client_scanned = end;
+            let recorded = self.state.on_request(frame, name);
+            if recorded == Recorded::Waits {
+                waiting += 1;
+                complete = end;
+                continue;
+            }
+            // Rare (replies off, a doomed EXEC): on its own.
+            self.submit(complete, waiting);
+            let frame = self.from_client.split_to(end - complete).freeze();
+            self.client_scanned = 0;
+            (complete, waiting) = (0, 0);
+            self.send_recorded(frame, recorded);
+            if self.end.is_some() {
+                return;
             }
         }
         self.submit(complete, waiting);
@@ -563,7 +566,7 @@ impl Session {
                 let mut scan = Scanner::new(Direction::Request, self.service.limits);
                 match scan.scan(&encoded) {
                     Ok(_) => {
-                        let recorded = self.state.on_request(&encoded, scan.info());
+                        let recorded = self.state.on_request(&encoded, scan.info().head());
                         self.send_recorded(encoded.freeze(), recorded);
                     }
                     // An argument over the bulk limit, for example.

@@ -318,24 +318,10 @@ impl SessionState {
         std::mem::take(&mut self.released)
     }
 
-    /// Records a request of `len` bytes named `name` if it is a plain one
-    /// (nearly every request): one reply, no effect on the connection, sent
-    /// as it is. Returns false, recording nothing, for any other.
-    pub fn record_plain(&mut self, name: &[u8], len: usize) -> bool {
-        let plain = self.doom.is_none()
-            && !self.tx_open
-            && self.reply_mode == ReplyMode::On
-            && Command::from_name(name) == Command::Other;
-        if plain {
-            self.pending.push_back(Pending::plain(len));
-        }
-        plain
-    }
-
     /// Records a reply of type `kind` that is one leaf (not an aggregate)
     /// if it completes the oldest request and that one has no effect or
-    /// purpose of its own and expects this one reply (any request sent by
-    /// [`SessionState::record_plain`], and some others: one queued in a
+    /// purpose of its own and expects this one reply (a plain request, see
+    /// [`SessionState::on_request`], and some others: one queued in a
     /// transaction, a blocking one). An error is not taken: it may be a
     /// refusal to re-send. Returns false, recording nothing, otherwise.
     pub fn answer_plain(&mut self, kind: u8) -> bool {
@@ -354,13 +340,29 @@ impl SessionState {
         true
     }
 
-    /// Records a request that is about to be sent upstream. `frame` is the
-    /// complete RESP array and `info` its scanner summary.
-    pub fn on_request(&mut self, frame: &[u8], info: &FrameInfo) -> Recorded {
-        if self.record_plain(info.head(), frame.len()) {
+    /// Records a request that is about to be sent upstream: `frame` is the
+    /// complete RESP array and `name` its first argument.
+    #[inline]
+    pub fn on_request(&mut self, frame: &[u8], name: &[u8]) -> Recorded {
+        let command = Command::from_name(name);
+        if command == Command::Other
+            && self.doom.is_none()
+            && !self.tx_open
+            && self.reply_mode == ReplyMode::On
+        {
+            // Nearly every request: one reply, no effect on the connection,
+            // sent as it is.
+            self.pending.push_back(Pending::plain(frame.len()));
             return Recorded::Waits;
         }
-        let command = Command::from_name(info.head());
+        self.on_special_request(frame, command)
+    }
+
+    /// [`SessionState::on_request`] for a request that may change the
+    /// connection's state, be queued, get other than one reply or be sent
+    /// as something else. Out of line: the plain case above stays small.
+    #[inline(never)]
+    fn on_special_request(&mut self, frame: &[u8], command: Command) -> Recorded {
         self.quit_sent |= command == Command::Quit;
         let (mut effect, blocking) = match command {
             Command::Other => (Effect::None, false),
