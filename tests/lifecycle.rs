@@ -236,13 +236,20 @@ fn master_dying_keeps_idle_clients_and_closes_blocked_ones() {
     assert!(error_text(&c.cmd(&["PING"])).contains("mymaster"));
 }
 
+/// The number on the `key:` line of `text` (Redis's INFO, /proc status).
+fn counter(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no number for {key} in:\n{text}"))
+}
+
 /// Redis's count of connections it refused at `maxclients`.
 fn rejected_connections(direct: &mut Client) -> u64 {
-    text(&direct.cmd(&["INFO", "stats"]))
-        .lines()
-        .find_map(|l| l.strip_prefix("rejected_connections:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("rejected_connections in INFO stats")
+    counter(
+        &text(&direct.cmd(&["INFO", "stats"])),
+        "rejected_connections",
+    )
 }
 
 #[test]
@@ -499,11 +506,7 @@ fn thread_named(pid: u32, name: &str) -> Option<String> {
 fn voluntary_switches(pid: u32, tid: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
         .expect("read the thread's status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("voluntary_ctxt_switches in /proc status")
+    counter(&status, "voluntary_ctxt_switches")
 }
 
 #[test]
