@@ -615,15 +615,15 @@ impl Session {
         let mut start = 0;
         let mut pos = self.upstream_scanned;
         loop {
-            let rest = self.from_upstream.get(pos..).unwrap_or(&[]);
             // Nearly every reply: whole, one leaf, answering a plain request.
-            if let Some((n, kind)) = self.upstream_scan.whole_leaf(rest)
-                && self.state.answer_plain(kind)
-            {
-                pos += n;
-                start = pos;
+            let plain_end = self.plain_replies(pos);
+            if plain_end > pos {
+                (start, pos) = (plain_end, plain_end);
                 self.hold.answered();
-                continue;
+            }
+            let rest = self.from_upstream.get(pos..).unwrap_or(&[]);
+            if rest.is_empty() {
+                break;
             }
             match self.upstream_scan.scan(rest) {
                 Ok(Progress::Frame(n)) => {
@@ -689,6 +689,19 @@ impl Session {
         self.upstream_scanned = pos - forward;
         shrink_when_empty(&mut self.from_upstream, &self.upstream_read);
         Ok(())
+    }
+
+    /// Records the replies from `pos` on that are whole leaves answering
+    /// plain requests, up to the first that is not; returns where it is.
+    fn plain_replies(&mut self, mut pos: usize) -> usize {
+        while let Some((n, kind)) = self
+            .upstream_scan
+            .whole_leaf(self.from_upstream.get(pos..).unwrap_or(&[]))
+            && self.state.answer_plain(kind)
+        {
+            pos += n;
+        }
+        pos
     }
 
     /// Queues the first `n` bytes of `from_upstream` for the client.

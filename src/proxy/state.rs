@@ -329,13 +329,21 @@ impl SessionState {
         if kind == b'-' || kind == b'!' || self.monitor {
             return false;
         }
-        match self.pending.front() {
-            Some(p) if p.special.is_none() && p.replies == 1 => {}
-            _ => return false,
-        }
-        if let Some(Pending { len, blocking, .. }) = self.pending.pop_front() {
-            self.released += len;
-            self.blocking -= usize::from(blocking);
+        let Some(&Pending {
+            replies: 1,
+            len,
+            blocking,
+            special: None,
+            ..
+        }) = self.pending.front()
+        else {
+            return false;
+        };
+        self.released += len;
+        self.blocking -= usize::from(blocking);
+        // Its `special` is none: nothing to drop (drop_in_place not called).
+        if let Some(answered) = self.pending.pop_front() {
+            std::mem::forget(answered);
         }
         true
     }

@@ -236,6 +236,7 @@ impl Scanner {
     /// its length and command name. The scanner's state does not change, so
     /// the caller accounts for the frame as `scan` would have. `None` says
     /// nothing about the bytes: [`Scanner::scan`] them.
+    #[inline(always)]
     pub fn whole_request<'a>(&self, buf: &'a [u8]) -> Option<(usize, &'a [u8])> {
         if !self.is_idle() {
             return None;
@@ -246,6 +247,7 @@ impl Scanner {
     /// A whole reply at the start of `buf` that is one leaf (not an
     /// aggregate), when no frame is half-scanned: its length and type byte.
     /// Like [`Scanner::whole_request`], `None` means "scan it".
+    #[inline(always)]
     pub fn whole_leaf(&self, buf: &[u8]) -> Option<(usize, u8)> {
         if !self.is_idle() {
             return None;

@@ -67,6 +67,7 @@ fn short_head(from: &[u8], head_len: usize) -> [u8; HEAD_CAP] {
 
 /// A complete request at the start of `buf`: its length and its first
 /// argument (the command name).
+#[inline(always)]
 pub(super) fn request_name(buf: &[u8], max_bulk_len: usize) -> Option<(usize, &[u8])> {
     let (_, head, rest) = request_parts(buf, max_bulk_len)?;
     let name = head.from.get(..head.len)?;
@@ -75,6 +76,7 @@ pub(super) fn request_name(buf: &[u8], max_bulk_len: usize) -> Option<(usize, &[
 
 /// A complete reply at the start of `buf` that is a single leaf: its
 /// length and type byte.
+#[inline(always)]
 pub(super) fn leaf_reply(buf: &[u8], max_bulk_len: usize) -> Option<(usize, u8)> {
     let (&kind, rest) = buf.split_first()?;
     // `leaf` takes no aggregate.
@@ -181,24 +183,34 @@ fn bulk(s: &[u8], max_bulk_len: usize) -> Option<(Head<'_>, &[u8])> {
 /// Redis's limits), no sign, no leading zero.
 #[inline(always)]
 fn length(s: &[u8]) -> Option<(usize, &[u8])> {
-    match s {
-        // Most lengths have a digit or two: read those inline.
-        [d @ b'0'..=b'9', b'\r', b'\n', rest @ ..] => Some((digit(*d), rest)),
-        [d @ b'1'..=b'9', e @ b'0'..=b'9', b'\r', b'\n', rest @ ..] => {
-            Some((digit(*d) * 10 + digit(*e), rest))
+    // Most lengths have a digit or two: read those from one 4-byte word
+    // (a length line is never the last thing in a frame, so 4 bytes are
+    // there whenever the frame is whole).
+    if let Some((word, _)) = s.split_first_chunk::<4>() {
+        let word = u32::from_le_bytes(*word);
+        let first = (word & 0xff).wrapping_sub(u32::from(b'0'));
+        if first < 10 {
+            if word & 0x00ff_ff00 == 0x000a_0d00 {
+                return Some((first as usize, s.get(3..)?));
+            }
+            let second = ((word >> 8) & 0xff).wrapping_sub(u32::from(b'0'));
+            if first != 0 && second < 10 && word >> 16 == 0x0a0d {
+                return Some(((first * 10 + second) as usize, s.get(4..)?));
+            }
         }
-        _ => long_length(s),
     }
+    long_length(s)
 }
 
-/// [`length`] past two digits: rare, so kept out of line (inlining this
+/// [`length`] past two digits or at the end of the buffer: rare, so kept out of line (inlining this
 /// loop at every call site makes the common frames slower).
 #[inline(never)]
 fn long_length(s: &[u8]) -> Option<(usize, &[u8])> {
-    let [d @ b'1'..=b'9', tail @ ..] = s else {
-        return None;
+    let (mut n, mut rest, mut digits) = match s {
+        [b'0', b'\r', b'\n', rest @ ..] => return Some((0, rest)),
+        [d @ b'1'..=b'9', tail @ ..] => (digit(*d), tail, 1),
+        _ => return None,
     };
-    let (mut n, mut rest, mut digits) = (digit(*d), tail, 1);
     loop {
         match rest {
             [b'\r', b'\n', rest @ ..] => return Some((n, rest)),
