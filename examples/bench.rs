@@ -618,7 +618,7 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "| test | P | direct rps | proxy rps | HAProxy rps | proxy/HAProxy (range) | proxy/direct | p50 ms d/p/h | p99 ms d/p/h | CPU µs/req proxy | CPU µs/req HAProxy | CPU proxy/HAProxy |"
+        "| test | P | direct rps | proxy rps | HAProxy rps | proxy/HAProxy (range, rounds won) | proxy/direct | p50 ms d/p/h | p99 ms d/p/h | CPU µs/req proxy | CPU µs/req HAProxy | CPU proxy/HAProxy |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut redis_rows = String::new();
@@ -644,10 +644,12 @@ fn main() {
             .collect();
         let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // Rounds the proxy won: a sign test's count, read against R/2.
+        let won = ratios.iter().filter(|&&r| r >= 1.0).count();
         let (d, p, h) = (Target::Direct, Target::Proxy, Target::HAProxy);
         let _ = writeln!(
             out,
-            "| {} | {pipeline} | {} | {} | {} | {:.2} ({:.2}-{:.2}) | {:.2} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {pipeline} | {} | {} | {} | {:.2} ({:.2}-{:.2}, {won}/{}) | {:.2} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {:.2} | {:.2} | {:.2} |",
             test.to_uppercase(),
             fmt_rps(rps(d)),
             fmt_rps(rps(p)),
@@ -655,6 +657,7 @@ fn main() {
             rps(p) / rps(h),
             lo,
             hi,
+            ratios.len(),
             rps(p) / rps(d),
             p50(d),
             p50(p),
