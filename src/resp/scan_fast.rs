@@ -183,9 +183,9 @@ fn bulk(s: &[u8], max_bulk_len: usize) -> Option<(Head<'_>, &[u8])> {
 /// Redis's limits), no sign, no leading zero.
 #[inline(always)]
 fn length(s: &[u8]) -> Option<(usize, &[u8])> {
-    // Most lengths have a digit or two: read those from one 4-byte word
-    // (a length line is never the last thing in a frame, so 4 bytes are
-    // there whenever the frame is whole).
+    // Most lengths have a digit or two: read those from one 4-byte word.
+    // Fewer than 4 bytes are left only when the line ends the buffer (an
+    // empty aggregate last in a read, `*0\r\n`): `long_length` reads that.
     if let Some((word, _)) = s.split_first_chunk::<4>() {
         let word = u32::from_le_bytes(*word);
         let first = (word & 0xff).wrapping_sub(u32::from(b'0'));
