@@ -207,6 +207,65 @@ fn unreachable_then_recovered(port: u16) -> bool {
     true
 }
 
+/// `CLIENT REPLY OFF` and `SKIP` get no reply, so a held one could not be
+/// failed with an error: with no master verified yet they wait, unread, and
+/// go on once one is (they used to close the connection at once, even as a
+/// healthy master's new connection's first request).
+#[test]
+fn replies_turned_off_before_a_master_is_verified_wait_for_one() {
+    support::require("redis-server");
+    for _attempt in 0..5 {
+        if replies_off_then_recovered(free_port()) {
+            return;
+        }
+    }
+    panic!("5 free ports were taken before redis-server could use them");
+}
+
+/// False if `port` was taken before redis-server could start on it.
+fn replies_off_then_recovered(port: u16) -> bool {
+    let master = SocketAddr::from(([127, 0, 0, 1], port));
+    let proxy = Proxy::start_with(master, "hold_timeout = \"10s\"");
+    let mut c = proxy.client();
+    let mut pipeline = encode(&["CLIENT", "REPLY", "OFF"]);
+    pipeline.extend(encode(&["SET", "k", "1"]));
+    pipeline.extend(encode(&["CLIENT", "REPLY", "ON"]));
+    pipeline.extend(encode(&["CLIENT", "REPLY", "SKIP"]));
+    pipeline.extend(encode(&["SET", "k", "2"]));
+    pipeline.extend(encode(&["GET", "k"]));
+    c.send(&pipeline);
+    let Some(redis) = Redis::start_on(port) else {
+        return false;
+    };
+    // What Redis itself answers: CLIENT REPLY ON's OK, then GET's value.
+    assert_eq!(text(&c.read_frame()), "OK", "CLIENT REPLY ON");
+    assert_eq!(text(&c.read_frame()), "2", "GET k after SET k 2");
+    assert_eq!(text(&redis.client().cmd(&["GET", "k"])), "2");
+    assert_eq!(text(&c.cmd(&["PING"])), "PONG", "the connection goes on");
+    true
+}
+
+#[test]
+fn replies_turned_off_with_no_master_close_the_connection_after_hold_timeout() {
+    let master = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = Proxy::start_with(master, "hold_timeout = \"300ms\"");
+    let mut c = proxy.client();
+    let mut pipeline = encode(&["PING"]);
+    pipeline.extend(encode(&["CLIENT", "REPLY", "OFF"]));
+    pipeline.extend(encode(&["SET", "k", "v"]));
+    let sent = std::time::Instant::now();
+    c.send(&pipeline);
+    // The PING before it is held and gets the service's error; then the
+    // connection closes: nothing would tell whether the silenced SET ran.
+    let held = error_text(&c.read_frame());
+    assert!(held.contains("no master verified within 300ms"), "{held}");
+    assert_closed(&mut c, "client that turned replies off");
+    assert!(
+        sent.elapsed() >= std::time::Duration::from_millis(300),
+        "closed after waiting hold_timeout for a master, not at once"
+    );
+}
+
 // ---------------------------------------------------------------- upstream dies
 
 #[test]

@@ -313,6 +313,7 @@ impl Session {
         let connected = matches!(self.upstream, Upstream::Connected { .. });
         Wants {
             client_read: !self.client_eof
+                && !self.hold.is_silenced()
                 && self.fatal.is_none()
                 && !self.closing
                 && self.end.is_none()
@@ -416,11 +417,16 @@ impl Session {
 
     /// Finds the complete requests in `from_client`, records them, and
     /// queues them for upstream (or answers them when there is none).
+    // Always inlined: with two callers it would be a call on every read.
+    #[inline(always)]
     fn process_requests(&mut self) {
         // Bytes at the front of `from_client` that are whole requests.
         let mut complete = 0;
         // How many of them wait for replies.
         let mut waiting = 0;
+        let sending = self.sending();
+        // A request that turns replies off met no verified master.
+        let mut silenced = false;
         loop {
             let rest = self.from_client.get(self.client_scanned..).unwrap_or(&[]);
             let info;
@@ -466,6 +472,13 @@ impl Session {
                     }
                 },
             };
+            if !sending && SessionState::silences_replies(frame, name) {
+                // Held like the others, it could not be answered with an
+                // error in time: it waits, unread, for a verified master.
+                self.client_scanned = complete;
+                silenced = true;
+                break;
+            }
             let end = self.client_scanned + n;
             self.client_scanned = end;
             let recorded = self.state.on_request(frame, name);
@@ -485,6 +498,10 @@ impl Session {
             }
         }
         self.submit(complete, waiting);
+        if silenced {
+            // After the held requests before it arrived: they expire first.
+            self.hold.silenced(Instant::now());
+        }
         shrink_when_empty(&mut self.from_client, &self.client_read);
     }
 
@@ -748,6 +765,9 @@ impl Session {
     /// Pushes queued bytes out (the one place a wake-up's writes are made,
     /// after all its reads) and moves the session between phases.
     fn after_io(&mut self) -> Result<(), SessionError> {
+        if self.hold.is_silenced() {
+            self.resume_silenced();
+        }
         self.flush_upstream();
         self.move_if_quiet();
         if self.state.in_flight() == 0
@@ -768,6 +788,17 @@ impl Session {
             self.upstream_half_closed = true;
         }
         self.flush_client()
+    }
+
+    /// Once a master is verified, the requests that waited unread behind
+    /// a `CLIENT REPLY OFF|SKIP` go on. Rare: kept out of the loop.
+    #[cold]
+    #[inline(never)]
+    fn resume_silenced(&mut self) {
+        if self.sending() {
+            self.hold.unsilence();
+            self.process_requests();
+        }
     }
 
     fn finished(&self) -> Option<End> {

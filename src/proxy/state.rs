@@ -367,6 +367,13 @@ impl SessionState {
         self.on_special_request(frame, command)
     }
 
+    /// Whether `frame`, a request named `name`, is `CLIENT REPLY OFF` or
+    /// `SKIP`: nothing will answer it (or the next request), so nothing
+    /// would tell whether it ran.
+    pub fn silences_replies(frame: &[u8], name: &[u8]) -> bool {
+        client_reply_mode(Command::from_name(name), frame).is_some_and(|mode| mode != ReplyMode::On)
+    }
+
     /// [`SessionState::on_request`] for a request that may change the
     /// connection's state, be queued, get other than one reply or be sent
     /// as something else. Out of line: the plain case above stays small.

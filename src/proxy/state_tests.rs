@@ -245,6 +245,19 @@ fn client_reply_off_and_skip_expect_no_replies() {
 }
 
 #[test]
+fn only_client_reply_off_and_skip_silence_replies() {
+    let silences = |args: &[&str]| {
+        let frame = encode_command(args);
+        SessionState::silences_replies(&frame, args[0].as_bytes())
+    };
+    assert!(silences(&["CLIENT", "REPLY", "OFF"]));
+    assert!(silences(&["client", "reply", "skip"]));
+    assert!(!silences(&["CLIENT", "REPLY", "ON"]));
+    assert!(!silences(&["CLIENT", "SETNAME", "off"]));
+    assert!(!silences(&["ECHO", "REPLY", "OFF"]));
+}
+
+#[test]
 fn reset_returns_to_a_fresh_connection() {
     let mut s = SessionState::default();
     request(&mut s, &["SELECT", "2"]);

@@ -6,7 +6,9 @@
 //! trusts the route: the client has not authenticated yet). Requests wait
 //! in `held` for at most `hold_timeout`; past it each gets an error reply
 //! naming the service, and new ones are answered at once until a master is
-//! verified again.
+//! verified again. `CLIENT REPLY OFF|SKIP` is not held (an error reply
+//! would break the silence it asks for): it and what follows wait unread
+//! for a verified master, and past `hold_timeout` the connection is closed.
 //!
 //! When the upstream is lost, the requests it had not answered are judged:
 //! one that may have run and whose re-run is not harmless (a write, a
@@ -89,6 +91,10 @@ pub(super) struct Hold {
     lost_since: Option<Instant>,
     /// The deadline the timer is set to.
     armed_at: Option<Instant>,
+    /// Since when a request that turns replies off (`CLIENT REPLY OFF`)
+    /// waits, unread, for a verified master: it is never held, because an
+    /// error reply could not be told apart from the silence it asks for.
+    silenced_since: Option<Instant>,
 }
 
 impl Hold {
@@ -103,7 +109,22 @@ impl Hold {
             refused_since: None,
             lost_since: None,
             armed_at: None,
+            silenced_since: None,
         }
+    }
+
+    /// A request that turns replies off waits for a verified master from
+    /// `now` on (see `silenced_since`).
+    pub(super) fn silenced(&mut self, now: Instant) {
+        self.silenced_since.get_or_insert(now);
+    }
+
+    pub(super) fn is_silenced(&self) -> bool {
+        self.silenced_since.is_some()
+    }
+
+    pub(super) fn unsilence(&mut self) {
+        self.silenced_since = None;
     }
 
     /// `requests` more requests are held from `now` on.
@@ -121,10 +142,11 @@ impl Hold {
 
     fn deadline(&self) -> Option<Instant> {
         let expiry = self.arrivals.front().map(|(at, _)| *at + self.timeout);
-        match (expiry, self.next_attempt) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let silence = self.silenced_since.map(|at| at + self.timeout);
+        [expiry, silence, self.next_attempt]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The timer's new deadline, if it changed.
@@ -293,6 +315,19 @@ impl Session {
     pub(super) fn on_hold_timer(&mut self) {
         self.hold.armed_at = None;
         let now = Instant::now();
+        self.expire_held(now);
+        if self
+            .hold
+            .silenced_since
+            .is_some_and(|at| now >= at + self.hold.timeout)
+        {
+            tracing::info!(service = %self.service.name, reason = %self.hold.reason, "closing a connection that turns replies off: no master verified in time");
+            self.end.get_or_insert(End::Unmovable);
+        }
+    }
+
+    /// Answers the held requests that waited `hold_timeout` with an error.
+    fn expire_held(&mut self, now: Instant) {
         let expired = self.hold.expire(now);
         if expired == 0 {
             return;
