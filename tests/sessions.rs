@@ -953,6 +953,9 @@ fn inline_commands_work() {
             (b"SET c \"\\x41\\r\\n\"\r\n", b"+OK\r\n"),
             (b"PING\n", b"+PONG\r\n"),
             (b"  \r\nECHO   hello  \r\n", b"$5\r\nhello\r\n"),
+            // A quote inside a word opens a quoted part (sdssplitargs).
+            (b"ECHO a\"b c\"\r\n", b"$4\r\nab c\r\n"),
+            (b"ECHO x'y z'\r\n", b"$4\r\nxy z\r\n"),
         ] {
             c.send(line);
             let got = raw_frame(&mut c);
@@ -977,7 +980,21 @@ fn malformed_inline_command_gets_the_protocol_error_and_a_close() {
     same_as_direct(|t| {
         let mut c = t.client();
         let got = replies_then_protocol_error(&mut c, b"PING\r\n", b"+PONG\r\n");
-        vec![got, expect(&mut t.client(), &["EXISTS", "a"], b":0\r\n")]
+        // A quote opened inside a word and never closed.
+        let mut mid_word = t.client();
+        mid_word.send(b"ECHO a\"b\r\n");
+        let (unclosed, closed) = read_until_closed(&mut mid_word);
+        assert!(
+            closed && unclosed == PROTOCOL_ERROR,
+            "ECHO a\"b: want {} then close, got {} (closed: {closed})",
+            show(PROTOCOL_ERROR),
+            show(&unclosed)
+        );
+        vec![
+            got,
+            unclosed,
+            expect(&mut t.client(), &["EXISTS", "a"], b":0\r\n"),
+        ]
     });
 }
 

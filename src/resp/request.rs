@@ -64,82 +64,66 @@ pub fn inline_args(frame: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
 }
 
 /// Splits an inline command line into arguments the way Redis's
-/// `sdssplitargs` does: whitespace separates, double quotes allow `\n`,
-/// `\xHH` and friends, single quotes allow `\'`.
+/// `sdssplitargs` does: whitespace separates; a quote opens a quoted part
+/// anywhere in a word and its closing quote ends the word; double quotes
+/// allow `\n`, `\xHH` and friends, single quotes allow `\'`; the line is
+/// read as a C string, so a NUL byte ends it.
 pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let line = line
+        .get(..memchr::memchr(0, line).unwrap_or(line.len()))
+        .unwrap_or(line);
+    let at = |i: usize| line.get(i).copied();
     let mut args = Vec::new();
     let mut i = 0;
-    let at = |i: usize| line.get(i).copied();
     loop {
-        while at(i).is_some_and(|c| c.is_ascii_whitespace()) {
+        while at(i).is_some_and(is_c_space) {
             i += 1;
         }
-        let Some(first) = at(i) else { return Ok(args) };
+        if at(i).is_none() {
+            return Ok(args);
+        }
         let mut arg = Vec::new();
-        match first {
-            b'"' => {
-                i += 1;
-                loop {
-                    match at(i) {
-                        None => return Err(ProtocolError::UnbalancedQuotes),
-                        Some(b'\\')
-                            if at(i + 1) == Some(b'x')
-                                && hex_pair(at(i + 2), at(i + 3)).is_some() =>
-                        {
-                            arg.extend(hex_pair(at(i + 2), at(i + 3)));
-                            i += 4;
-                        }
-                        Some(b'\\') if at(i + 1).is_some() => {
-                            arg.push(match at(i + 1).unwrap_or(b'\\') {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 0x08,
-                                b'a' => 0x07,
-                                other => other,
-                            });
-                            i += 2;
-                        }
-                        Some(b'"') => {
-                            // A closing quote must be followed by a space or the end.
-                            if at(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
-                                return Err(ProtocolError::UnbalancedQuotes);
-                            }
-                            i += 1;
-                            break;
-                        }
-                        Some(c) => {
-                            arg.push(c);
-                            i += 1;
-                        }
+        let mut quote = None;
+        loop {
+            match (quote, at(i)) {
+                (Some(_), None) => return Err(ProtocolError::UnbalancedQuotes),
+                (Some(q), Some(c)) if c == q => {
+                    // A closing quote must be followed by a space or the end.
+                    if at(i + 1).is_some_and(|c| !is_c_space(c)) {
+                        return Err(ProtocolError::UnbalancedQuotes);
+                    }
+                    i += 1;
+                    break;
+                }
+                (Some(b'"'), Some(b'\\')) => {
+                    if let (Some(b'x'), Some(byte)) = (at(i + 1), hex_pair(at(i + 2), at(i + 3))) {
+                        arg.push(byte);
+                        i += 4;
+                    } else if let Some(escaped) = at(i + 1) {
+                        arg.push(match escaped {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                        i += 2;
+                    } else {
+                        arg.push(b'\\');
+                        i += 1;
                     }
                 }
-            }
-            b'\'' => {
-                i += 1;
-                loop {
-                    match at(i) {
-                        None => return Err(ProtocolError::UnbalancedQuotes),
-                        Some(b'\\') if at(i + 1) == Some(b'\'') => {
-                            arg.push(b'\'');
-                            i += 2;
-                        }
-                        Some(b'\'') => {
-                            if at(i + 1).is_some_and(|c| !c.is_ascii_whitespace()) {
-                                return Err(ProtocolError::UnbalancedQuotes);
-                            }
-                            i += 1;
-                            break;
-                        }
-                        Some(c) => {
-                            arg.push(c);
-                            i += 1;
-                        }
-                    }
+                (Some(b'\''), Some(b'\\')) if at(i + 1) == Some(b'\'') => {
+                    arg.push(b'\'');
+                    i += 2;
                 }
-            }
-            _ => {
-                while let Some(c) = at(i).filter(|c| !c.is_ascii_whitespace()) {
+                (None, None | Some(b' ' | b'\n' | b'\r' | b'\t')) => break,
+                (None, Some(q @ (b'"' | b'\''))) => {
+                    quote = Some(q);
+                    i += 1;
+                }
+                (_, Some(c)) => {
                     arg.push(c);
                     i += 1;
                 }
@@ -147,6 +131,12 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
         }
         args.push(arg);
     }
+}
+
+/// C's `isspace`: what separates words (Rust's `is_ascii_whitespace`
+/// leaves out the vertical tab).
+fn is_c_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 fn hex_pair(hi: Option<u8>, lo: Option<u8>) -> Option<u8> {
@@ -198,6 +188,42 @@ mod tests {
             ProtocolError::UnbalancedQuotes
         );
         assert!(split_inline(b"   ").unwrap().is_empty());
+    }
+
+    /// Cases where Redis 7.0 (sdssplitargs) was seen to differ from the
+    /// first version of this splitter.
+    #[test]
+    fn inline_quotes_inside_a_word_open_a_quoted_part_like_redis() {
+        assert_eq!(
+            split_inline(b"ECHO a\"b").unwrap_err(),
+            ProtocolError::UnbalancedQuotes
+        );
+        assert_eq!(
+            split_inline(b"ECHO a\"b c\"").unwrap(),
+            vec![b"ECHO".to_vec(), b"ab c".to_vec()]
+        );
+        assert_eq!(
+            split_inline(b"ECHO x'y z'").unwrap(),
+            vec![b"ECHO".to_vec(), b"xy z".to_vec()]
+        );
+        // A NUL ends the line, as in a C string.
+        assert_eq!(
+            split_inline(b"PING\0 junk").unwrap(),
+            vec![b"PING".to_vec()]
+        );
+        assert_eq!(
+            split_inline(b"ECHO \"a\0b\"").unwrap_err(),
+            ProtocolError::UnbalancedQuotes
+        );
+        // Inside a word only space, tab, CR and LF separate.
+        assert_eq!(
+            split_inline(b"ECHO a\x0bb").unwrap(),
+            vec![b"ECHO".to_vec(), b"a\x0bb".to_vec()]
+        );
+        assert_eq!(
+            split_inline(b"\x0bECHO\x0c x").unwrap(),
+            vec![b"ECHO\x0c".to_vec(), b"x".to_vec()]
+        );
     }
 
     #[test]
