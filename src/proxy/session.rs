@@ -395,7 +395,13 @@ impl Session {
     }
 
     fn on_client_readable(&mut self) -> Result<(), SessionError> {
-        match read_some(&self.client, &mut self.from_client, &mut self.client_read) {
+        let frame_left = self.client_scan.payload_left();
+        match read_some(
+            &self.client,
+            &mut self.from_client,
+            &mut self.client_read,
+            frame_left,
+        ) {
             Ok(0) => {
                 self.client_eof = true;
                 // An unfinished request can never complete now.
@@ -607,7 +613,8 @@ impl Session {
         let Upstream::Connected { stream, .. } = &self.upstream else {
             return Ok(());
         };
-        match read_some(stream, &mut self.from_upstream, &mut self.upstream_read) {
+        // Replies stream through as they come: nothing to make room for.
+        match read_some(stream, &mut self.from_upstream, &mut self.upstream_read, 0) {
             Ok(0) => {
                 self.lose_upstream(Loss::Closed);
                 Ok(())

@@ -212,6 +212,15 @@ impl Scanner {
         self.at_frame_start && self.line_checked == 0
     }
 
+    /// Bytes the bulk payload being scanned still needs, its CRLF included
+    /// (0 outside a payload): what a read buffer must make room for.
+    pub fn payload_left(&self) -> usize {
+        match self.state {
+            State::Payload { left, crlf } => left + usize::from(crlf),
+            _ => 0,
+        }
+    }
+
     /// Scans `buf`, which must start where the previous call said to resume.
     /// Stops at the end of the first complete top-level frame.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Progress, ProtocolError> {

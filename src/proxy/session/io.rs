@@ -48,7 +48,8 @@ impl Default for ReadSize {
     }
 }
 
-/// One non-blocking read into `buf`, growing it first if needed.
+/// One non-blocking read into `buf`, growing it first if needed;
+/// `frame_left` is what the frame being read still needs (0: not known).
 ///
 /// A read that did not fill the buffer drained the socket, so readiness is
 /// cleared right away (as tokio's own `poll_read` does): otherwise the next
@@ -57,10 +58,17 @@ pub(super) fn read_some(
     stream: &TcpStream,
     buf: &mut BytesMut,
     size: &mut ReadSize,
+    frame_left: usize,
 ) -> io::Result<usize> {
     if buf.capacity() - buf.len() < size.read / 4 {
-        // Growing by half of what is held keeps a large frame's copies linear.
-        buf.reserve(size.read.max(buf.len() / 2));
+        match growth(buf.len(), size.read, frame_left) {
+            Growth::Exact(more) => {
+                let mut block = BytesMut::with_capacity(buf.len() + more);
+                block.extend_from_slice(buf);
+                *buf = block;
+            }
+            Growth::Reserve(more) => buf.reserve(more),
+        }
         // Room that ran short is replaced by a new block (or the old one
         // reclaimed whole): what the buffer spans now is all of it.
         size.block = buf.capacity();
@@ -80,6 +88,36 @@ pub(super) fn read_some(
     match result {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
         other => other,
+    }
+}
+
+/// Room to add to a read buffer whose room ran short.
+#[derive(Debug, PartialEq)]
+enum Growth {
+    /// `BytesMut::reserve`: it may reclaim the block in place, or move to
+    /// one of twice the size.
+    Reserve(usize),
+    /// A new block with exactly this much more room.
+    Exact(usize),
+}
+
+/// Held bytes past which a frame that will fit in seventeen times them
+/// gets its whole size at once.
+const EXACT_MIN: usize = 64 * 1024;
+
+/// How a buffer holding `held` bytes grows, reads being `read` bytes, when
+/// the frame in it still needs `frame_left` (0: not known). Growing by
+/// half of what is held keeps a large frame's copies linear. A large frame
+/// that needs at most sixteen times what it already sent gets exactly
+/// that, in one block: a 512 MiB value is then copied little and takes
+/// about its own size (doubling alone peaked at three times it), while a
+/// length header alone, sent to make the proxy allocate, gets nothing ahead.
+fn growth(held: usize, read: usize, frame_left: usize) -> Growth {
+    let usual = read.max(held / 2);
+    if held >= EXACT_MIN && frame_left > usual && frame_left / 16 <= held {
+        Growth::Exact(frame_left)
+    } else {
+        Growth::Reserve(usual)
     }
 }
 
@@ -253,5 +291,61 @@ mod tests {
         assert!(c.is_empty());
         rest.append(chunks(&[b"ij"]));
         assert_eq!(&rest.contiguous()[..], b"hij");
+    }
+
+    /// What growing a read buffer costs while one request of `value` bytes
+    /// arrives in reads that fill the room: (peak bytes allocated at once,
+    /// bytes copied). `Reserve` is modelled as `Vec::reserve` (at least
+    /// double), a move costing a copy of what is held.
+    fn grow_through(value: usize) -> (usize, usize) {
+        let header = 20;
+        let total = header + value + 2;
+        let (mut held, mut capacity, mut size) = (0, 0, ReadSize::default());
+        let (mut peak, mut copied) = (0, 0);
+        while held < total {
+            if capacity - held < size.read / 4 {
+                // The scanner has read the length header once it is held.
+                let frame_left = if held >= header { total - held } else { 0 };
+                let new = match growth(held, size.read, frame_left) {
+                    Growth::Exact(more) => held + more,
+                    Growth::Reserve(more) => (2 * capacity).max(held + more),
+                };
+                peak = peak.max(capacity + new);
+                copied += held;
+                capacity = new;
+            }
+            let read = (capacity - held).min(total - held);
+            if read == capacity - held {
+                size.read = (size.read * 2).min(READ_MAX);
+            }
+            held += read;
+        }
+        (peak, copied)
+    }
+
+    #[test]
+    fn a_large_value_is_given_its_size_once_it_is_well_under_way() {
+        for value in [64 << 20, 512 << 20, 300_000_000] {
+            let (peak, copied) = grow_through(value);
+            assert!(
+                peak <= value + value / 8,
+                "{value}-byte value: peak {peak} bytes allocated at once"
+            );
+            assert!(
+                copied <= value / 4,
+                "{value}-byte value: {copied} bytes copied"
+            );
+        }
+    }
+
+    #[test]
+    fn a_length_header_alone_allocates_nothing_ahead() {
+        assert_eq!(growth(20, READ_MIN, 512 << 20), Growth::Reserve(READ_MIN));
+        assert_eq!(
+            growth(EXACT_MIN, READ_MAX, 512 << 20),
+            Growth::Reserve(READ_MAX.max(EXACT_MIN / 2))
+        );
+        // A small remainder grows as usual: reads stay full size.
+        assert_eq!(growth(1 << 20, READ_MAX, 100), Growth::Reserve(1 << 19));
     }
 }
