@@ -227,7 +227,8 @@ fn replies_off_then_recovered(port: u16) -> bool {
     let master = SocketAddr::from(([127, 0, 0, 1], port));
     let proxy = Proxy::start_with(master, "hold_timeout = \"10s\"");
     let mut c = proxy.client();
-    let mut pipeline = encode(&["CLIENT", "REPLY", "OFF"]);
+    // OFF typed inline (as in telnet), SKIP in RESP: both paths wait.
+    let mut pipeline = b"CLIENT REPLY OFF\r\n".to_vec();
     pipeline.extend(encode(&["SET", "k", "1"]));
     pipeline.extend(encode(&["CLIENT", "REPLY", "ON"]));
     pipeline.extend(encode(&["CLIENT", "REPLY", "SKIP"]));

@@ -449,6 +449,17 @@ impl Session {
                             // Inline commands are rewritten as RESP; empty
                             // ones dropped.
                             let end = self.client_scanned + n;
+                            if info.kind == b'i'
+                                && !sending
+                                && inline_silences(
+                                    self.from_client.get(complete..end).unwrap_or(&[]),
+                                )
+                            {
+                                // As below, for a whole request.
+                                self.client_scanned = complete;
+                                silenced = true;
+                                break;
+                            }
                             self.submit(complete, waiting);
                             let frame = self.from_client.split_to(end - complete);
                             self.client_scanned = 0;
@@ -480,7 +491,8 @@ impl Session {
             };
             if !sending && SessionState::silences_replies(frame, name) {
                 // Held like the others, it could not be answered with an
-                // error in time: it waits, unread, for a verified master.
+                // error in time: it waits, unread, for a verified master
+                // (its scan is redone then: the scanner is at a frame start).
                 self.client_scanned = complete;
                 silenced = true;
                 break;
@@ -946,4 +958,13 @@ impl RouteWatch {
             }
         }
     }
+}
+
+/// Whether an inline request line is `CLIENT REPLY OFF|SKIP` (see
+/// [`SessionState::silences_replies`]).
+fn inline_silences(line: &[u8]) -> bool {
+    inline_args(line).is_ok_and(|args| {
+        args.first()
+            .is_some_and(|name| SessionState::silences_replies(&encode_command(&args), name))
+    })
 }
