@@ -246,6 +246,43 @@ fn replies_off_then_recovered(port: u16) -> bool {
     true
 }
 
+/// While it waits, the connection is not idle: the idle timeout must not
+/// drop the requests it has not read yet.
+#[test]
+fn replies_turned_off_outlast_the_idle_timeout_while_waiting_for_a_master() {
+    support::require("redis-server");
+    for _attempt in 0..5 {
+        if replies_off_outlast_idle(free_port()) {
+            return;
+        }
+    }
+    panic!("5 free ports were taken before redis-server could use them");
+}
+
+/// False if `port` was taken before redis-server could start on it.
+fn replies_off_outlast_idle(port: u16) -> bool {
+    let master = SocketAddr::from(([127, 0, 0, 1], port));
+    let proxy = Proxy::start_with(
+        master,
+        "hold_timeout = \"20s\"\nclient_idle_timeout = \"300ms\"",
+    );
+    let mut silenced = proxy.client();
+    let mut pipeline = encode(&["CLIENT", "REPLY", "OFF"]);
+    pipeline.extend(encode(&["SET", "k", "1"]));
+    pipeline.extend(encode(&["CLIENT", "REPLY", "ON"]));
+    pipeline.extend(encode(&["GET", "k"]));
+    silenced.send(&pipeline);
+    // The idle timeout has passed once a client opened after it is closed.
+    let mut idle = proxy.client();
+    assert_closed(&mut idle, "idle client");
+    let Some(_redis) = Redis::start_on(port) else {
+        return false;
+    };
+    assert_eq!(text(&silenced.read_frame()), "OK", "CLIENT REPLY ON");
+    assert_eq!(text(&silenced.read_frame()), "1", "GET k after SET k 1");
+    true
+}
+
 #[test]
 fn replies_turned_off_with_no_master_close_the_connection_after_hold_timeout() {
     let master = SocketAddr::from(([127, 0, 0, 1], free_port()));

@@ -990,9 +990,24 @@ fn malformed_inline_command_gets_the_protocol_error_and_a_close() {
             show(PROTOCOL_ERROR),
             show(&unclosed)
         );
+        // A NUL hides the line's end (Redis uses strchr): nothing runs
+        // until the unended line is too big.
+        let mut nul = t.client();
+        let mut stuck = b"PING\0\r\n".to_vec();
+        stuck.extend(b"PING\r\n".repeat(12_000));
+        nul.send(&stuck);
+        let (too_big, closed) = read_until_closed(&mut nul);
+        let want: &[u8] = b"-ERR Protocol error: too big inline request\r\n";
+        assert!(
+            closed && too_big == want,
+            "PING\\0 then 12,000 PINGs: want {} then close, got {} (closed: {closed})",
+            show(want),
+            show(&too_big)
+        );
         vec![
             got,
             unclosed,
+            too_big,
             expect(&mut t.client(), &["EXISTS", "a"], b":0\r\n"),
         ]
     });

@@ -859,7 +859,10 @@ impl Session {
     /// Like Redis's `timeout`: subscribers, MONITOR clients and clients
     /// waiting for a command (blocking or slow) are never idle.
     fn idle_exempt(&self) -> bool {
-        self.state.in_flight() > 0 || self.state.subscribed() || self.state.monitor
+        self.state.in_flight() > 0
+            || self.hold.is_silenced()
+            || self.state.subscribed()
+            || self.state.monitor
     }
 }
 

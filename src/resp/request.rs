@@ -66,12 +66,9 @@ pub fn inline_args(frame: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
 /// Splits an inline command line into arguments the way Redis's
 /// `sdssplitargs` does: whitespace separates; a quote opens a quoted part
 /// anywhere in a word and its closing quote ends the word; double quotes
-/// allow `\n`, `\xHH` and friends, single quotes allow `\'`; the line is
-/// read as a C string, so a NUL byte ends it.
+/// allow `\n`, `\xHH` and friends, single quotes allow `\'`. (No NUL
+/// reaches it: the scanner, like Redis, ends no line after one.)
 pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
-    let line = line
-        .get(..memchr::memchr(0, line).unwrap_or(line.len()))
-        .unwrap_or(line);
     let at = |i: usize| line.get(i).copied();
     let mut args = Vec::new();
     let mut i = 0;
@@ -205,15 +202,6 @@ mod tests {
         assert_eq!(
             split_inline(b"ECHO x'y z'").unwrap(),
             vec![b"ECHO".to_vec(), b"xy z".to_vec()]
-        );
-        // A NUL ends the line, as in a C string.
-        assert_eq!(
-            split_inline(b"PING\0 junk").unwrap(),
-            vec![b"PING".to_vec()]
-        );
-        assert_eq!(
-            split_inline(b"ECHO \"a\0b\"").unwrap_err(),
-            ProtocolError::UnbalancedQuotes
         );
         // Inside a word only space, tab, CR and LF separate.
         assert_eq!(

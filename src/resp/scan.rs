@@ -325,7 +325,15 @@ impl Scanner {
     /// search where the last call stopped. Returns the index of the `\n`.
     fn find_line(&mut self, rest: &[u8]) -> Result<Option<usize>, ProtocolError> {
         let from = self.line_checked.min(rest.len());
-        match find_lf(rest.get(from..).unwrap_or(&[])) {
+        let inline =
+            self.dir == Direction::Request && self.at_frame_start && rest.first() != Some(&b'*');
+        let found = find_lf(rest.get(from..).unwrap_or(&[])).filter(|&i| {
+            // Redis finds an inline line's end with strchr: a NUL before
+            // the `\n` hides it, and all that follows, so the line goes on
+            // until it is too big (a RESP line takes any byte).
+            !inline || memchr(0, rest.get(..from + i).unwrap_or(&[])).is_none()
+        });
+        match found {
             Some(i) => {
                 self.line_checked = 0;
                 Ok(Some(from + i))
@@ -339,9 +347,6 @@ impl Scanner {
                     Direction::Reply => self.limits.max_bulk_len,
                 };
                 if rest.len() > cap {
-                    let inline = self.dir == Direction::Request
-                        && self.at_frame_start
-                        && rest.first() != Some(&b'*');
                     return Err(if inline {
                         ProtocolError::TooBigInline
                     } else if self.dir == Direction::Request && self.stack.is_empty() {

@@ -159,6 +159,21 @@ fn requests_follow_the_redis_grammar() {
     );
     assert_eq!(err(b"*1\r\n$3\r\nGETxx"), ProtocolError::MissingCrlf);
     assert_eq!(err(&[b'x'; 70_000]), ProtocolError::TooBigInline);
+    // Redis finds an inline line's end with strchr: a NUL hides it, and
+    // every line after, until the buffer is too big.
+    let mut nul_line = b"PING\0\r\nPING\r\n".to_vec();
+    let mut s = request();
+    assert!(
+        matches!(s.scan(&nul_line), Ok(Progress::NeedMore(_))),
+        "no frame ends after a NUL in an inline line"
+    );
+    nul_line.extend(b"PING\r\n".repeat(12_000));
+    assert_eq!(err(&nul_line), ProtocolError::TooBigInline);
+    // In RESP, a NUL is just a byte.
+    assert_eq!(
+        boundaries(&mut request(), b"*1\r\n$2\r\na\0\r\n", 3),
+        Ok(vec![12])
+    );
     let mut big_count = b"*".to_vec();
     big_count.extend(std::iter::repeat_n(b'1', 70_000));
     assert_eq!(err(&big_count), ProtocolError::TooBigCountLine);

@@ -316,12 +316,19 @@ impl Session {
         self.hold.armed_at = None;
         let now = Instant::now();
         self.expire_held(now);
-        if self
-            .hold
-            .silenced_since
-            .is_some_and(|at| now >= at + self.hold.timeout)
+        // A master verified in this same wake-up lets the silenced requests go.
+        if !self.sending()
+            && self
+                .hold
+                .silenced_since
+                .is_some_and(|at| now >= at + self.hold.timeout)
         {
             tracing::info!(service = %self.service.name, reason = %self.hold.reason, "closing a connection that turns replies off: no master verified in time");
+            // Requests re-sent after a loss wait since it, maybe less long
+            // than the silenced one; with no upstream, all pending are held.
+            if matches!(self.upstream, Upstream::Down) && self.state.in_flight() > 0 {
+                self.fail_held(self.state.in_flight());
+            }
             self.end.get_or_insert(End::Unmovable);
         }
     }
