@@ -9,7 +9,7 @@ use socket2::{Domain, Socket, Type};
 /// listener and dropping it frees the port for anything else on this
 /// machine, even for the connecting socket itself as its source port,
 /// which then connects to itself.)
-pub(crate) fn refusing_addr() -> (Socket, SocketAddr) {
+pub fn refusing_addr() -> (Socket, SocketAddr) {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
     let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
     socket.bind(&any.into()).expect("a free loopback port");

@@ -161,11 +161,16 @@ fn without_idle_timeout_idle_clients_stay() {
 
 #[test]
 fn unreachable_master_gets_an_error_reply_and_the_connection_stays_usable() {
+    with_port_for_a_late_redis(unreachable_then_recovered);
+}
+
+/// Runs `scenario` with a free port where it starts Redis later. The port
+/// must still be free then; if another test took it meanwhile (`scenario`
+/// returns false), runs again on another.
+fn with_port_for_a_late_redis(scenario: fn(u16) -> bool) {
     support::require("redis-server");
-    // The recovery half needs the free port to still be free when Redis
-    // starts on it; if another test took it meanwhile, run again on another.
     for _attempt in 0..5 {
-        if unreachable_then_recovered(free_port()) {
+        if scenario(free_port()) {
             return;
         }
     }
@@ -213,13 +218,7 @@ fn unreachable_then_recovered(port: u16) -> bool {
 /// healthy master's new connection's first request).
 #[test]
 fn replies_turned_off_before_a_master_is_verified_wait_for_one() {
-    support::require("redis-server");
-    for _attempt in 0..5 {
-        if replies_off_then_recovered(free_port()) {
-            return;
-        }
-    }
-    panic!("5 free ports were taken before redis-server could use them");
+    with_port_for_a_late_redis(replies_off_then_recovered);
 }
 
 /// False if `port` was taken before redis-server could start on it.
@@ -250,13 +249,7 @@ fn replies_off_then_recovered(port: u16) -> bool {
 /// drop the requests it has not read yet.
 #[test]
 fn replies_turned_off_outlast_the_idle_timeout_while_waiting_for_a_master() {
-    support::require("redis-server");
-    for _attempt in 0..5 {
-        if replies_off_outlast_idle(free_port()) {
-            return;
-        }
-    }
-    panic!("5 free ports were taken before redis-server could use them");
+    with_port_for_a_late_redis(replies_off_outlast_idle);
 }
 
 /// False if `port` was taken before redis-server could start on it.
@@ -285,7 +278,8 @@ fn replies_off_outlast_idle(port: u16) -> bool {
 
 #[test]
 fn replies_turned_off_with_no_master_close_the_connection_after_hold_timeout() {
-    let master = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // Held, not just free: a Redis another test starts must not take it.
+    let (_held, master) = test_support::refusing_addr();
     let proxy = Proxy::start_with(master, "hold_timeout = \"300ms\"");
     let mut c = proxy.client();
     let mut pipeline = encode(&["PING"]);

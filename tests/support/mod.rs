@@ -4,6 +4,9 @@
 
 pub mod cluster;
 pub mod raw;
+// The library's own helper (a port that refuses connections), shared as is.
+#[path = "../../src/test_support.rs"]
+pub mod test_support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
