@@ -464,42 +464,51 @@ impl Running {
     }
 }
 
-/// Starts the binary in front of `redis` on a free port (not waiting for it).
-fn spawn_binary(redis: &Redis) -> (Running, SocketAddr, TempFile) {
-    spawn_binary_with(redis, "")
-}
-
-/// Like [`spawn_binary`], with extra `[proxy]` settings.
-fn spawn_binary_with(redis: &Redis, proxy_extra: &str) -> (Running, SocketAddr, TempFile) {
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let text = config_text(redis.addr, &listen.to_string(), "")
-        .replace("[proxy]\n", &format!("[proxy]\n{proxy_extra}"));
-    let config = TempFile::new("sentinel-proxy-lifecycle", &text);
-    let child = proxy_binary()
-        .arg("--config")
-        .arg(&config.0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sentinel-proxy");
-    (Running(child), listen, config)
-}
-
-/// Starts the binary in front of `redis` and waits until it serves clients.
+/// Starts the binary in front of `redis` and waits until it accepts,
+/// probing its port without pausing (as an eager supervisor would). The
+/// ports come from `free_port`, so another test's socket may take one
+/// before the binary binds it: that start is tried again with new ports.
 fn start_binary(redis: &Redis) -> (Running, SocketAddr, TempFile) {
     start_binary_with(redis, "")
 }
 
 /// Like [`start_binary`], with extra `[proxy]` settings.
 fn start_binary_with(redis: &Redis, proxy_extra: &str) -> (Running, SocketAddr, TempFile) {
-    let (mut running, listen, config) = spawn_binary_with(redis, proxy_extra);
-    wait_until("sentinel-proxy to accept", || {
-        if let Ok(Some(status)) = running.0.try_wait() {
-            panic!("sentinel-proxy exited early: {status}");
+    for _attempt in 0..5 {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = config_text(redis.addr, &listen.to_string(), "")
+            .replace("[proxy]\n", &format!("[proxy]\n{proxy_extra}"));
+        let config = TempFile::new("sentinel-proxy-lifecycle", &text);
+        let stderr = TempFile::new("sentinel-proxy-lifecycle-stderr", "");
+        let child = proxy_binary()
+            .arg("--config")
+            .arg(&config.0)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr.0).expect("create the stderr file"))
+            .spawn()
+            .expect("spawn sentinel-proxy");
+        let mut running = Running(child);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while TcpStream::connect(listen).is_err() {
+            if let Ok(Some(status)) = running.0.try_wait() {
+                let said = std::fs::read_to_string(&stderr.0).unwrap_or_default();
+                assert!(
+                    said.contains("Address already in use"),
+                    "sentinel-proxy exited early: {status}; stderr: {said}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sentinel-proxy never accepted"
+            );
+            std::thread::yield_now();
         }
-        TcpStream::connect(listen).is_ok()
-    });
-    (running, listen, config)
+        if running.0.try_wait().is_ok_and(|status| status.is_none()) {
+            return (running, listen, config);
+        }
+    }
+    panic!("sentinel-proxy found a port of its config taken in 5 attempts");
 }
 
 #[test]
@@ -541,19 +550,7 @@ fn binary_exits_zero_after_the_drain_timeout_with_a_stuck_blocked_client() {
 fn binary_sigterm_right_after_it_starts_accepting_is_graceful() {
     let redis = Redis::start();
     for attempt in 0..20 {
-        let (mut proxy, listen, _config) = spawn_binary(&redis);
-        // Probe as a supervisor would, without pausing between attempts.
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while TcpStream::connect(listen).is_err() {
-            if let Ok(Some(status)) = proxy.0.try_wait() {
-                panic!("sentinel-proxy exited early: {status}");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "sentinel-proxy never accepted"
-            );
-            std::thread::yield_now();
-        }
+        let (mut proxy, _listen, _config) = start_binary(&redis);
         proxy.sigterm();
         let status = proxy.wait_exit();
         assert_eq!(

@@ -853,6 +853,60 @@ fn a_write_in_flight_on_a_dead_master_closes_the_connection_after_earlier_replie
 // ---------------------------------------------------------------------------
 // Never route to a non-master
 
+/// The stopped-master test's hold_timeout: the old master is given up
+/// this long after the route moves.
+const STOPPED_HOLD: Duration = Duration::from_secs(3);
+
+#[test]
+fn requests_in_flight_on_a_master_that_stops_answering_leave_it_hold_timeout_after_the_failover() {
+    let setup = Setup::start_with(&format!("hold_timeout = \"{}s\"", STOPPED_HOLD.as_secs()));
+    let mut reader = setup.client(0, "session reading");
+    reader.expect(&["SET", "k", "v"], b"+OK\r\n");
+    reader.expect(&["WAIT", "2", "5000"], &int(2));
+    let mut writer = setup.client(0, "session writing");
+    let reader_upstream = upstream_addr(&mut reader);
+    let writer_upstream = upstream_addr(&mut writer);
+    let master = setup.trio.master.addr();
+
+    // Stopped, never killed: its sockets stay open, as in a partition.
+    setup.trio.master.stop();
+    reader.send(&["GET", "k"]);
+    writer.send(&["INCR", "counter"]);
+    wait_in_flight(master, reader_upstream);
+    wait_in_flight(master, writer_upstream);
+    let promoted = setup.new_master();
+    // Sent after the route moved: held behind the GET in flight.
+    reader.send(&["GET", "k"]);
+
+    let patience = STOPPED_HOLD + FAILOVER_PATIENCE;
+    for which in ["in flight on the stopped master", "sent after the failover"] {
+        let reply = reader.reply(&format!("GET k ({which})"), patience);
+        assert!(
+            reply == bulk("v"),
+            "session reading: GET k {which}: expected it answered by the new master {promoted} \
+             ($1 v) once the stopped one was given up, got {}",
+            show(&reply)
+        );
+    }
+    match writer.closed_within(patience) {
+        Ok(bytes) => assert!(
+            bytes.is_empty(),
+            "session writing: expected the connection closed with no reply, got {}",
+            show(&bytes)
+        ),
+        Err(e) => panic!(
+            "session writing: INCR in flight on a master that stopped answering: expected the \
+             connection closed once the master was given up (the write's outcome is unknown): {e}"
+        ),
+    }
+    assert_eq!(
+        show(&direct_get(promoted, "counter")),
+        "$-1\\r\\n",
+        "the INCR in flight on the stopped master must not be re-sent to the new master {promoted}"
+    );
+    reader.expect(&["PING"], b"+PONG\r\n");
+}
+
 #[test]
 fn an_observer_routed_at_a_replica_answers_with_an_error_naming_the_service() {
     let master = Node::master();

@@ -193,8 +193,9 @@ struct Session {
     draining: bool,
     /// Ends the session once the client has everything queued for it.
     end: Option<End>,
-    /// The route moved away from `master`: move at the next quiet moment.
-    route_moved: bool,
+    /// Since when the route has pointed away from `master`: move at the
+    /// next quiet moment, or give the old master up `hold_timeout` later.
+    route_moved: Option<Instant>,
     last_activity: Instant,
 }
 
@@ -228,7 +229,7 @@ impl Session {
             closing: false,
             draining: false,
             end: None,
-            route_moved: false,
+            route_moved: None,
             last_activity: Instant::now(),
             service,
         }
@@ -264,7 +265,7 @@ impl Session {
                 self.attempt().await;
                 continue;
             }
-            if let Some(deadline) = self.hold.rearm() {
+            if let Some(deadline) = self.hold.rearm(self.move_deadline()) {
                 hold_timer.as_mut().reset(deadline);
             }
             let wants = self.wants(idle.is_some());
@@ -535,7 +536,8 @@ impl Session {
 
     /// Whether requests go straight to the upstream (not held).
     fn sending(&self) -> bool {
-        matches!(self.upstream, Upstream::Connected { verified: true, .. }) && !self.route_moved
+        matches!(self.upstream, Upstream::Connected { verified: true, .. })
+            && self.route_moved.is_none()
     }
 
     /// Sends recorded client requests to the master, or holds them while

@@ -21,7 +21,10 @@
 //!
 //! When the route moves while the old master still answers (a planned
 //! switchover), new requests are held and the session moves as soon as
-//! nothing of the client's is in flight.
+//! nothing of the client's is in flight. An old master that has not
+//! answered it all `hold_timeout` after the move (stopped, or cut off) is
+//! given up like one that closed: what may be re-sent goes to the new
+//! master, and a request of unknown outcome closes the client connection.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -48,6 +51,9 @@ pub(super) enum Loss {
     Refused(Refusal),
     /// Its `ROLE` is not master (or it refused ROLE).
     NotMaster(String),
+    /// The route moved away from it `hold_timeout` ago and it still has
+    /// not answered what it was sent.
+    Silent,
 }
 
 /// A reply saying that the command did not run.
@@ -140,18 +146,19 @@ impl Hold {
             && self.next_attempt.is_some_and(|at| at <= Instant::now())
     }
 
-    fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self, move_deadline: Option<Instant>) -> Option<Instant> {
         let expiry = self.arrivals.front().map(|(at, _)| *at + self.timeout);
         let silence = self.silenced_since.map(|at| at + self.timeout);
-        [expiry, silence, self.next_attempt]
+        [expiry, silence, self.next_attempt, move_deadline]
             .into_iter()
             .flatten()
             .min()
     }
 
-    /// The timer's new deadline, if it changed.
-    pub(super) fn rearm(&mut self) -> Option<Instant> {
-        let deadline = self.deadline();
+    /// The timer's new deadline, if it changed (`move_deadline`: see
+    /// [`Session::move_deadline`]).
+    pub(super) fn rearm(&mut self, move_deadline: Option<Instant>) -> Option<Instant> {
+        let deadline = self.deadline(move_deadline);
         if deadline == self.armed_at {
             return None;
         }
@@ -269,7 +276,7 @@ impl Session {
         if let Upstream::Connected { verified, .. } = &mut self.upstream {
             *verified = true;
         }
-        if !self.route_moved {
+        if self.route_moved.is_none() {
             self.hold.verified();
             for chunk in std::mem::take(&mut self.held).into_chunks() {
                 self.give_upstream(chunk);
@@ -296,7 +303,9 @@ impl Session {
                 self.hold.backoff = MIN_BACKOFF;
                 self.hold.next_attempt = Some(Instant::now());
             }
-            Upstream::Connected { .. } if master != self.master => self.route_moved = true,
+            Upstream::Connected { .. } if master != self.master => {
+                self.route_moved.get_or_insert_with(Instant::now);
+            }
             Upstream::Connected { .. } => {}
         }
     }
@@ -304,17 +313,31 @@ impl Session {
     /// After a route change, leaves the old master as soon as nothing the
     /// client sent is in flight there (requests meanwhile are held).
     pub(super) fn move_if_quiet(&mut self) {
-        if self.route_moved && self.sent_requests() == 0 && self.upstream_scan.is_idle() {
+        if self.route_moved.is_some() && self.sent_requests() == 0 && self.upstream_scan.is_idle() {
             tracing::debug!(service = %self.service.name, from = %self.master, "moving to the new master");
             self.leave_upstream();
             self.hold.next_attempt = Some(Instant::now());
         }
     }
 
-    /// The hold timer fired: maybe the oldest held requests waited too long.
+    /// When the old master is given up if it has not answered by then.
+    pub(super) fn move_deadline(&self) -> Option<Instant> {
+        self.route_moved.map(|at| at + self.hold.timeout)
+    }
+
+    /// The hold timer fired: maybe the old master has not answered since
+    /// the route moved, or the oldest held requests waited too long.
     pub(super) fn on_hold_timer(&mut self) {
         self.hold.armed_at = None;
         let now = Instant::now();
+        // First: the requests it re-sends then wait ahead of the held ones
+        // (which arrived after the move, so expire no sooner).
+        if self.move_deadline().is_some_and(|at| now >= at) {
+            self.lose_upstream(Loss::Silent);
+            if self.end.is_some() {
+                return;
+            }
+        }
         self.expire_held(now);
         // A master verified in this same wake-up lets the silenced requests go.
         if !self.sending()
@@ -341,8 +364,9 @@ impl Session {
         }
         match self.upstream {
             // Held behind requests in flight on an old master that has
-            // not answered for hold_timeout: give it up; what may be
-            // re-sent waits for the new master.
+            // not answered for hold_timeout (the move deadline, no later,
+            // normally came first): give it up; what may be re-sent waits
+            // for the new master.
             Upstream::Connected { verified: true, .. } => {
                 self.lose_upstream(Loss::Closed);
                 if self.end.is_some() {
@@ -456,13 +480,17 @@ impl Session {
             self.hold.arrivals.push_front((since, resent));
         }
         // Not a master any more: let the control plane look at once.
-        if !matches!(loss, Loss::Closed) {
+        if matches!(loss, Loss::Refused(_) | Loss::NotMaster(_)) {
             self.service.recheck.request();
         }
         let reason = match loss {
             Loss::Closed => format!("lost the connection to master {}", self.master),
             Loss::Refused(refusal) => format!("{} refused a command ({refusal:?})", self.master),
             Loss::NotMaster(reason) => reason,
+            Loss::Silent => format!(
+                "the old master {} did not answer within {:?} of the route moving",
+                self.master, self.hold.timeout
+            ),
         };
         self.hold.failed_attempt(now, reason);
         if self.service.route.borrow().master != self.master {
@@ -482,7 +510,7 @@ impl Session {
         self.upstream_scanned = 0;
         self.upstream_scan = Scanner::new(Direction::Reply, self.service.limits);
         self.upstream_half_closed = false;
-        self.route_moved = false;
+        self.route_moved = None;
         self.streaming = false;
         if let Err(e) = self.state.upstream_lost() {
             tracing::info!(service = %self.service.name, error = %e, "closing a client connection that cannot move to the new master");
@@ -527,12 +555,12 @@ mod tests {
         hold.next_attempt = None;
         hold.arrived(t0, 2);
         hold.arrived(t0 + Duration::from_secs(3), 1);
-        assert_eq!(hold.rearm(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(hold.rearm(None), Some(t0 + Duration::from_secs(5)));
         assert_eq!(hold.expire(t0 + Duration::from_secs(5)), 2);
-        assert_eq!(hold.rearm(), Some(t0 + Duration::from_secs(8)));
+        assert_eq!(hold.rearm(None), Some(t0 + Duration::from_secs(8)));
         assert_eq!(hold.expire(t0 + Duration::from_secs(7)), 0);
         assert_eq!(hold.expire(t0 + Duration::from_secs(8)), 1);
-        assert_eq!(hold.rearm(), None);
+        assert_eq!(hold.rearm(None), None);
     }
 
     #[test]
