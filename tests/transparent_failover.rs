@@ -606,23 +606,45 @@ fn writes_during_a_planned_switchover_are_all_acknowledged_and_kept() {
                 let mut failure = None;
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let (key, value) = (format!("w{w}:{n}"), n.to_string());
-                    conn.send(&["SET", &key, &value]);
-                    match conn.next(FAILOVER_PATIENCE) {
-                        Got::Frame(f) if f == b"+OK\r\n" => {}
-                        Got::Frame(f) => {
-                            failure = Some(format!("SET {key}: expected +OK, got {}", show(&f)));
+                    // Pipelined: a write, a script that writes and a WAIT,
+                    // so a refusal of the first is followed by the others.
+                    let value = n.to_string();
+                    let round = [
+                        vec!["SET".to_owned(), format!("w{w}:{n}"), value.clone()],
+                        vec![
+                            "EVAL".to_owned(),
+                            "return redis.call('set', KEYS[1], ARGV[1])".to_owned(),
+                            "1".to_owned(),
+                            format!("w{w}:e{n}"),
+                            value,
+                        ],
+                        vec!["WAIT".to_owned(), "0".to_owned(), "0".to_owned()],
+                    ];
+                    for request in &round {
+                        conn.send(&request.iter().map(String::as_str).collect::<Vec<_>>());
+                    }
+                    for request in &round {
+                        let what = request.join(" ");
+                        match conn.next(FAILOVER_PATIENCE) {
+                            Got::Frame(f) if f == b"+OK\r\n" || f.first() == Some(&b':') => {}
+                            Got::Frame(f) => {
+                                failure =
+                                    Some(format!("{what}: expected +OK or :n, got {}", show(&f)));
+                            }
+                            Got::Closed(_) => {
+                                failure = Some(format!(
+                                    "the proxy closed the connection ({}) at {what}",
+                                    conn.how_closed()
+                                ));
+                            }
+                            Got::Silent(_) => {
+                                failure = Some(format!(
+                                    "no reply to {what} within {FAILOVER_PATIENCE:?}"
+                                ));
+                            }
                         }
-                        Got::Closed(_) => {
-                            failure = Some(format!(
-                                "the proxy closed the connection ({}) at SET {key}",
-                                conn.how_closed()
-                            ));
-                        }
-                        Got::Silent(_) => {
-                            failure = Some(format!(
-                                "no reply to SET {key} within {FAILOVER_PATIENCE:?}"
-                            ));
+                        if failure.is_some() {
+                            break;
                         }
                     }
                     if failure.is_some() {
@@ -690,12 +712,15 @@ fn writes_during_a_planned_switchover_are_all_acknowledged_and_kept() {
     let mut direct = Conn::connect(promoted, "direct new master");
     for (w, r) in results.iter().enumerate() {
         let mut missing = Vec::new();
-        for batch in (0..r.acked).collect::<Vec<_>>().chunks(500) {
-            let keys: Vec<String> = batch.iter().map(|n| format!("w{w}:{n}")).collect();
+        let written: Vec<(String, u64)> = (0..r.acked)
+            .flat_map(|n| [(format!("w{w}:{n}"), n), (format!("w{w}:e{n}"), n)])
+            .collect();
+        for batch in written.chunks(500) {
+            let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
             let mut args = vec!["MGET"];
-            args.extend(keys.iter().map(String::as_str));
+            args.extend(&keys);
             let got = direct.cmd(&args);
-            let values: Vec<String> = batch.iter().map(u64::to_string).collect();
+            let values: Vec<String> = batch.iter().map(|(_, n)| n.to_string()).collect();
             let want = bulk_array(&values.iter().map(String::as_str).collect::<Vec<_>>());
             if got != want {
                 // Which keys: one by one.
@@ -713,7 +738,7 @@ fn writes_during_a_planned_switchover_are_all_acknowledged_and_kept() {
              first: {:?}",
             r.label,
             missing.len(),
-            r.acked,
+            written.len(),
             &missing[..missing.len().min(10)]
         );
     }

@@ -753,22 +753,24 @@ fn unanswered_requests_say_what_a_rerun_would_need() {
     request(&mut s, &["MULTI"]);
     request(&mut s, &["SET", "k", "v"]);
     request(&mut s, &["EXEC"]);
+    request(&mut s, &["WAIT", "1", "0"]);
     let kinds: Vec<(bool, Rerun)> = s.unanswered().map(|u| (u.internal, u.kind)).collect();
     assert_eq!(
         kinds,
         vec![
             (true, Rerun::ByCommand),
             (false, Rerun::ByCommand),
-            (false, Rerun::Never),
+            (false, Rerun::Blocking),
             (false, Rerun::ByCommand),
             (false, Rerun::Queued),
             (false, Rerun::Never),
+            (false, Rerun::Blocking),
         ]
     );
     let lens: Vec<usize> = s.unanswered().map(|u| u.len).collect();
     assert_eq!(lens[1], encode_command(&["GET", "k"]).len());
     s.upstream_lost().unwrap();
-    assert_eq!(s.in_flight(), 5);
+    assert_eq!(s.in_flight(), 6);
     assert!(s.oldest_is_resendable());
 }
 

@@ -18,6 +18,9 @@
 //! of the held ones. A `-READONLY`, `-MASTERDOWN`, `-LOADING` or
 //! `-UNBLOCKED` (instance state changed) reply means the command did not
 //! run: it is re-sent the same way, for at most `hold_timeout` in a row.
+//! After a replica's refusal, the writes, scripts and blocking commands
+//! sent after it did not run either (the replica refused them too, or
+//! answered WAIT with an error), so they are re-sent as well.
 //!
 //! When the route moves while the old master still answers (a planned
 //! switchover), new requests are held and the session moves as soon as
@@ -443,13 +446,17 @@ impl Session {
             let refused = oldest && matches!(loss, Loss::Refused(_));
             oldest = false;
             let may_have_run = offset <= written && !refused;
+            // What came after a replica's refusal, that replica ran: it
+            // refused every write (a script's and a blocking one's too),
+            // answered WAIT with an error and kept blocking reads waiting.
+            let on_replica = matches!(loss, Loss::Refused(Refusal::Replica));
             let rerun_ok = match request.kind {
                 Rerun::Queued => true,
+                Rerun::Blocking => on_replica,
                 Rerun::Never => false,
                 Rerun::ByCommand => match table.as_ref().map(|t| t.rerun(&bytes.contiguous())) {
                     Some(ByTable::Harmless) => true,
-                    // A replica refused every write sent to it.
-                    Some(ByTable::Write) => matches!(loss, Loss::Refused(Refusal::Replica)),
+                    Some(ByTable::Write | ByTable::Script) => on_replica,
                     Some(ByTable::Unsafe) | None => false,
                 },
             };

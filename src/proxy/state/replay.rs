@@ -59,8 +59,11 @@ pub struct Unanswered {
 pub enum Rerun {
     /// Queued inside MULTI: it did not run.
     Queued,
-    /// It cannot be re-run: a blocking command (the contract closes the
-    /// connection), an EXEC, or replies already reached the client.
+    /// A blocking command (BLPOP, XREAD BLOCK, WAIT): on a dead master the
+    /// contract closes the connection. A replica refuses the writes among
+    /// them, answers WAIT with an error, and keeps a blocking read waiting.
+    Blocking,
+    /// It cannot be re-run: an EXEC, or replies already reached the client.
     Never,
     /// Ask the server's command table.
     ByCommand,
@@ -83,11 +86,11 @@ impl SessionState {
         self.pending.iter().map(|p| Unanswered {
             len: p.len,
             internal: matches!(p.purpose(), Purpose::Replay | Purpose::RoleCheck),
-            kind: if p.partly_answered
-                || p.blocking
-                || matches!(p.effect(), Effect::Exec | Effect::Confirmations)
+            kind: if p.partly_answered || matches!(p.effect(), Effect::Exec | Effect::Confirmations)
             {
                 Rerun::Never
+            } else if p.blocking {
+                Rerun::Blocking
             } else if p.queued {
                 Rerun::Queued
             } else {
