@@ -588,8 +588,15 @@ fn a_request_held_past_hold_timeout_gets_an_error_naming_the_service_and_the_con
 struct Written {
     label: String,
     acked: u64,
+    /// Transactions whose EXEC ran (the others ended in the failover's
+    /// EXECABORT).
+    committed: u64,
     failure: Option<String>,
 }
+
+/// The EXEC reply of a transaction lost with the old master.
+const FAILOVER_EXECABORT: &[u8] =
+    b"-EXECABORT Transaction discarded because the master failed over while it was open.\r\n";
 
 #[test]
 fn writes_during_a_planned_switchover_are_all_acknowledged_and_kept() {
@@ -604,12 +611,13 @@ fn writes_during_a_planned_switchover_are_all_acknowledged_and_kept() {
             let (stop, acked, failed) = (stop.clone(), counters[w].clone(), failed.clone());
             std::thread::spawn(move || {
                 let mut failure = None;
-                let mut n = 0u64;
+                let (mut n, mut committed) = (0u64, 0u64);
+                let counter = format!("w{w}:t");
                 while !stop.load(Ordering::Relaxed) {
-                    // Pipelined: a write, a script that writes and a WAIT,
-                    // so a refusal of the first is followed by the others.
+                    // Pipelined: a write, a script that writes, a WAIT and a
+                    // transaction, so a refusal of any is followed by others.
                     let value = n.to_string();
-                    let round = [
+                    let mut round = vec![
                         vec!["SET".to_owned(), format!("w{w}:{n}"), value.clone()],
                         vec![
                             "EVAL".to_owned(),
@@ -619,17 +627,34 @@ fn writes_during_a_planned_switchover_are_all_acknowledged_and_kept() {
                             value,
                         ],
                         vec!["WAIT".to_owned(), "0".to_owned(), "0".to_owned()],
+                        vec!["MULTI".to_owned()],
+                        vec!["INCR".to_owned(), counter.clone()],
+                        vec!["INCR".to_owned(), counter.clone()],
+                        vec!["EXEC".to_owned()],
                     ];
+                    if w % 2 == 1 {
+                        // Transactions alone: a refusal lands inside them.
+                        round.drain(..3);
+                    }
                     for request in &round {
                         conn.send(&request.iter().map(String::as_str).collect::<Vec<_>>());
                     }
                     for request in &round {
                         let what = request.join(" ");
                         match conn.next(FAILOVER_PATIENCE) {
-                            Got::Frame(f) if f == b"+OK\r\n" || f.first() == Some(&b':') => {}
+                            Got::Frame(f) if what == "EXEC" && f.starts_with(b"*2\r\n") => {
+                                committed += 1;
+                            }
+                            Got::Frame(f)
+                                if [&b"+OK\r\n"[..], b"+QUEUED\r\n", FAILOVER_EXECABORT]
+                                    .contains(&f.as_slice())
+                                    || f.first() == Some(&b':') => {}
                             Got::Frame(f) => {
-                                failure =
-                                    Some(format!("{what}: expected +OK or :n, got {}", show(&f)));
+                                failure = Some(format!(
+                                    "{what}: expected +OK, :n, +QUEUED, EXEC's array or the \
+                                     failover's EXECABORT, got {}",
+                                    show(&f)
+                                ));
                             }
                             Got::Closed(_) => {
                                 failure = Some(format!(
@@ -659,6 +684,7 @@ fn writes_during_a_planned_switchover_are_all_acknowledged_and_kept() {
                 Written {
                     label: conn.label.clone(),
                     acked: n,
+                    committed,
                     failure,
                 }
             })
@@ -713,6 +739,7 @@ fn writes_during_a_planned_switchover_are_all_acknowledged_and_kept() {
     for (w, r) in results.iter().enumerate() {
         let mut missing = Vec::new();
         let written: Vec<(String, u64)> = (0..r.acked)
+            .filter(|_| w % 2 == 0)
             .flat_map(|n| [(format!("w{w}:{n}"), n), (format!("w{w}:e{n}"), n)])
             .collect();
         for batch in written.chunks(500) {
@@ -740,6 +767,15 @@ fn writes_during_a_planned_switchover_are_all_acknowledged_and_kept() {
             missing.len(),
             written.len(),
             &missing[..missing.len().min(10)]
+        );
+        let counter = direct.cmd(&["GET", &format!("w{w}:t")]);
+        assert!(
+            counter == bulk(&(2 * r.committed).to_string()),
+            "{}: {} transactions of two INCRs committed, but the new master {promoted} has \
+             w{w}:t = {}",
+            r.label,
+            r.committed,
+            show(&counter)
         );
     }
 }

@@ -668,7 +668,7 @@ impl Session {
                     pos += n;
                     self.streaming = false;
                     let info = *self.upstream_scan.info();
-                    if let Some(refusal) = self.refusal(&info) {
+                    if let Some(refusal) = self.refusal(&info, start..pos) {
                         self.forward_upstream(start);
                         self.lose_upstream(Loss::Refused(refusal));
                         return Ok(());

@@ -214,7 +214,7 @@ pub enum Recorded {
 }
 
 /// What a doomed `EXEC` is sent as.
-const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
+pub(super) const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
 
 impl Default for SessionState {
     fn default() -> Self {

@@ -763,7 +763,7 @@ fn unanswered_requests_say_what_a_rerun_would_need() {
             (false, Rerun::Blocking),
             (false, Rerun::ByCommand),
             (false, Rerun::Queued),
-            (false, Rerun::Never),
+            (false, Rerun::Exec),
             (false, Rerun::Blocking),
         ]
     );
@@ -814,6 +814,49 @@ fn an_exec_already_waiting_when_its_transaction_is_lost_cannot_move() {
     request(&mut s, &["SET", "k", "1"]);
     request(&mut s, &["EXEC"]);
     assert_eq!(s.upstream_lost(), Err(Unmovable::ExecWaiting));
+}
+
+#[test]
+fn an_exec_waiting_behind_a_replicas_refusal_is_sent_as_discard_and_fails_like_a_lost_one() {
+    let mut s = SessionState::default();
+    request(&mut s, &["MULTI"]);
+    replies(&mut s, b"+OK\r\n");
+    // A replica refused the INCR: the transaction ran nothing.
+    request(&mut s, &["INCR", "n"]);
+    request(&mut s, &["EXEC"]);
+    let exec = encode_command(&["EXEC"]).len();
+    assert_eq!(
+        s.unanswered().map(|u| u.len).collect::<Vec<_>>(),
+        [encode_command(&["INCR", "n"]).len(), exec]
+    );
+    assert_eq!(
+        s.discard_refused_exec(),
+        Some(&b"*1\r\n$7\r\nDISCARD\r\n"[..])
+    );
+    s.upstream_lost().unwrap();
+    assert_eq!(
+        commands(&s.handshake().unwrap()),
+        vec![vec!["ROLE"], vec!["MULTI"]]
+    );
+    let roles = replies(
+        &mut s,
+        b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n+OK\r\n+QUEUED\r\n+OK\r\n",
+    );
+    let Some(ReplyRole::Replace(reply)) = roles.last() else {
+        panic!("{roles:?}");
+    };
+    assert!(reply.starts_with(b"-EXECABORT "), "{reply:?}");
+    assert!(!s.in_multi);
+    // Nothing is left to doom the next transaction.
+    request(&mut s, &["MULTI"]);
+    assert_eq!(request(&mut s, &["EXEC"]), Recorded::Waits);
+    // Two transactions waiting: not one to discard.
+    let mut s = SessionState::default();
+    for _ in 0..2 {
+        request(&mut s, &["MULTI"]);
+        request(&mut s, &["EXEC"]);
+    }
+    assert_eq!(s.discard_refused_exec(), None);
 }
 
 /// Only what needs no tracking takes the one-step path: a leaf that is not

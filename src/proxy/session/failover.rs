@@ -20,7 +20,9 @@
 //! run: it is re-sent the same way, for at most `hold_timeout` in a row.
 //! After a replica's refusal, the writes, scripts and blocking commands
 //! sent after it did not run either (the replica refused them too, or
-//! answered WAIT with an error), so they are re-sent as well.
+//! answered WAIT with an error), so they are re-sent as well; an EXEC among
+//! them ran nothing, and ends its transaction as a failover does (re-sent
+//! as DISCARD, answered with the failover's EXECABORT).
 //!
 //! When the route moves while the old master still answers (a planned
 //! switchover), new requests are held and the session moves as soon as
@@ -30,8 +32,10 @@
 //! master, and a request of unknown outcome closes the client connection.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::io::Chunks;
@@ -69,11 +73,19 @@ pub(super) enum Refusal {
     Loading,
 }
 
+/// What a replica answers an EXEC whose transaction holds writes.
+const EXEC_ON_REPLICA: &[u8] = b"EXECABORT Transaction discarded because of: READONLY ";
+
 impl Refusal {
-    /// The refusal an error reply's first bytes announce, if any.
-    fn of(head: &[u8]) -> Option<Refusal> {
-        let starts = |prefix: &[u8]| head.starts_with(prefix);
-        if starts(b"READONLY ") || starts(b"MASTERDOWN ") || starts(b"UNBLOCKED force") {
+    /// The refusal an error reply announces, if any (`text`: the reply
+    /// without its type byte).
+    fn of(text: &[u8]) -> Option<Refusal> {
+        let starts = |prefix: &[u8]| text.starts_with(prefix);
+        if starts(b"READONLY ")
+            || starts(b"MASTERDOWN ")
+            || starts(b"UNBLOCKED force")
+            || starts(EXEC_ON_REPLICA)
+        {
             Some(Refusal::Replica)
         } else if starts(b"LOADING ") {
             Some(Refusal::Loading)
@@ -289,12 +301,14 @@ impl Session {
         true
     }
 
-    /// Whether a reply is a refusal whose request can be re-sent.
-    pub(super) fn refusal(&mut self, info: &FrameInfo) -> Option<Refusal> {
+    /// Whether a reply (at `frame` in `from_upstream`, summed up in
+    /// `info`) is a refusal whose request can be re-sent.
+    pub(super) fn refusal(&mut self, info: &FrameInfo, frame: Range<usize>) -> Option<Refusal> {
         if !info.is_error() {
             return None;
         }
-        let refusal = Refusal::of(info.head())?;
+        let text = self.from_upstream.get(frame.start + 1..frame.end)?;
+        let refusal = Refusal::of(text)?;
         (self.state.oldest_is_resendable() && self.hold.may_resend(Instant::now()))
             .then_some(refusal)
     }
@@ -437,8 +451,9 @@ impl Session {
         let mut offset = 0;
         let mut oldest = true;
         let mut unknown = half_sent;
-        for request in self.state.unanswered().take(sent) {
-            let bytes = self.unanswered.take_front(request.len);
+        let requests: Vec<_> = self.state.unanswered().take(sent).collect();
+        for request in requests {
+            let mut bytes = self.unanswered.take_front(request.len);
             offset += request.len;
             if request.internal {
                 continue;
@@ -453,6 +468,17 @@ impl Session {
             let rerun_ok = match request.kind {
                 Rerun::Queued => true,
                 Rerun::Blocking => on_replica,
+                // The replica refused the commands of the transaction it
+                // ends: sent as a DISCARD, answered as a lost transaction.
+                Rerun::Exec if on_replica => match self.state.discard_refused_exec() {
+                    Some(discard) => {
+                        bytes = Chunks::default();
+                        bytes.push(Bytes::from_static(discard));
+                        true
+                    }
+                    None => false,
+                },
+                Rerun::Exec => false,
                 Rerun::Never => false,
                 Rerun::ByCommand => match table.as_ref().map(|t| t.rerun(&bytes.contiguous())) {
                     Some(ByTable::Harmless) => true,
@@ -545,12 +571,13 @@ mod tests {
             (b"MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", Some(Refusal::Replica)),
             (b"UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)", Some(Refusal::Replica)),
             (b"LOADING Redis is loading the dataset in memory", Some(Refusal::Loading)),
+            (b"EXECABORT Transaction discarded because of: READONLY You can't write against a read only replica.", Some(Refusal::Replica)),
+            (b"EXECABORT Transaction discarded because of previous errors.", None),
             // Unblocked by an operator: the client must see it.
             (b"UNBLOCKED client unblocked via CLIENT UNBLOCK", None),
             (b"ERR wrong number of arguments", None),
             (b"READONLYX", None),
         ] {
-            let head = &head[..head.len().min(16)];
             assert_eq!(Refusal::of(head), refusal, "{}", head.escape_ascii());
         }
     }

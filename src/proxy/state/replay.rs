@@ -14,7 +14,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Effect, Pending, Purpose, ReplyMode, SessionState, of_kind};
+use super::{DISCARD, Effect, Pending, Purpose, ReplyMode, SessionState, of_kind};
 use crate::proxy::command::SubKind;
 use crate::resp::request::encode_command;
 
@@ -63,7 +63,9 @@ pub enum Rerun {
     /// contract closes the connection. A replica refuses the writes among
     /// them, answers WAIT with an error, and keeps a blocking read waiting.
     Blocking,
-    /// It cannot be re-run: an EXEC, or replies already reached the client.
+    /// An EXEC: it may have run the transaction.
+    Exec,
+    /// It cannot be re-run: replies already reached the client.
     Never,
     /// Ask the server's command table.
     ByCommand,
@@ -86,9 +88,10 @@ impl SessionState {
         self.pending.iter().map(|p| Unanswered {
             len: p.len,
             internal: matches!(p.purpose(), Purpose::Replay | Purpose::RoleCheck),
-            kind: if p.partly_answered || matches!(p.effect(), Effect::Exec | Effect::Confirmations)
-            {
+            kind: if p.partly_answered || *p.effect() == Effect::Confirmations {
                 Rerun::Never
+            } else if *p.effect() == Effect::Exec {
+                Rerun::Exec
             } else if p.blocking {
                 Rerun::Blocking
             } else if p.queued {
@@ -118,22 +121,53 @@ impl SessionState {
         if self.pending.iter().any(|p| *p.effect() == Effect::Exec) {
             return Err(Unmovable::ExecWaiting);
         }
+        // An EXEC already turned into a DISCARD ends the transaction:
+        // nothing is left for a later EXEC to fail.
+        if self
+            .pending
+            .iter()
+            .any(|p| matches!(p.purpose(), Purpose::Replace(_)))
+        {
+            return Ok(());
+        }
         if self.doom != Some(Doom::Abort) {
             self.doom = Some(doom);
         }
         Ok(())
     }
 
-    /// Whether the oldest unanswered request is the client's own, not yet
-    /// partly answered nor queued in a transaction: one that can be sent
-    /// again if its server refused it (`-READONLY`, ...).
+    /// Whether the oldest unanswered request is the client's own and not
+    /// yet partly answered: one that can be sent again if its server
+    /// refused it (`-READONLY`, ...). Queued in a transaction too: the
+    /// session then moves, and the transaction ends as a failover's does.
     pub fn oldest_is_resendable(&self) -> bool {
         self.pending.front().is_some_and(|p| {
             *p.purpose() == Purpose::Client
-                && !p.queued
                 && !p.partly_answered
                 && *p.effect() != Effect::Confirmations
         })
+    }
+
+    /// A replica refused the transaction's commands, so the one EXEC still
+    /// unanswered ran nothing: it is to be re-sent as a `DISCARD` and
+    /// answered as a transaction lost with the old master (see [`Doom`]).
+    /// Returns the bytes to send instead, or `None` (and changes nothing)
+    /// unless exactly one EXEC is unanswered.
+    pub fn discard_refused_exec(&mut self) -> Option<&'static [u8]> {
+        let mut execs = self
+            .pending
+            .iter_mut()
+            .filter(|p| *p.effect() == Effect::Exec);
+        let (Some(exec), None) = (execs.next(), execs.next()) else {
+            return None;
+        };
+        *exec = Pending::new(
+            exec.replies,
+            Effect::Discard,
+            Purpose::Replace(Doom::Abort.reply(self.protocol)),
+            DISCARD.len(),
+        );
+        Some(DISCARD)
     }
 
     /// The commands that give a new upstream connection this one's state,
