@@ -10,10 +10,8 @@
 //!   subcommand of a container that lists subcommands, is unknown; its flags
 //!   include `admin` or `blocking` (this wins over `write`: BLPOP and
 //!   XREADGROUP are Unsafe); it is not `readonly` but has `may_replicate`
-//!   (Redis 6) and is not a script; or it is one of [`HIDDEN_SIDE_EFFECTS`].
-//! * **Script**: otherwise, it is not `readonly` and is in the `@scripting`
-//!   ACL category (EVAL, FCALL, SCRIPT LOAD, FUNCTION LOAD): its outcome on a
-//!   master is unknown, but a read-only replica refuses every write it tries.
+//!   (Redis 6) or the `@scripting` ACL category (EVAL, FCALL, SCRIPT LOAD,
+//!   SCRIPT KILL, FUNCTION LOAD); or it is one of [`HIDDEN_SIDE_EFFECTS`].
 //! * **Write**: otherwise, flags include `write` (a replica would have refused
 //!   it with `-READONLY`).
 //! * **Harmless**: everything else (GET, PING, SELECT, AUTH, SUBSCRIBE,
@@ -78,10 +76,7 @@ pub enum Rerun {
     Harmless,
     /// A plain write: its outcome is unknown.
     Write,
-    /// A script that may write: its outcome is unknown (a replica runs
-    /// none of its writes).
-    Script,
-    /// Anything else: blocking, admin, side effects, or unknown.
+    /// Anything else: blocking, admin, scripts, side effects, or unknown.
     Unsafe,
 }
 
@@ -108,14 +103,12 @@ impl Flags {
 
     fn rerun(self) -> Rerun {
         let side_effects = self.has(Self::MAY_REPLICATE) || self.has(Self::SCRIPTING);
-        if self.has(Self::ADMIN) || self.has(Self::BLOCKING) || self.has(Self::HIDDEN) {
+        if self.has(Self::ADMIN)
+            || self.has(Self::BLOCKING)
+            || self.has(Self::HIDDEN)
+            || (side_effects && !self.has(Self::READONLY))
+        {
             Rerun::Unsafe
-        } else if side_effects && !self.has(Self::READONLY) {
-            if self.has(Self::SCRIPTING) {
-                Rerun::Script
-            } else {
-                Rerun::Unsafe
-            }
         } else if self.has(Self::WRITE) {
             Rerun::Write
         } else {

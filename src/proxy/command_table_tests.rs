@@ -167,7 +167,7 @@ fn a_small_reply_classifies_each_kind() {
     assert_eq!(table.rerun(&req(&["COMMAND"])), Rerun::Harmless);
     assert_eq!(table.rerun(&req(&["COMMAND", "COUNT"])), Rerun::Harmless);
     // What Redis 7 hides: scripting without readonly, PUBLISH, EXEC.
-    assert_eq!(table.rerun(&req(&["EVAL", "return 1", "0"])), Rerun::Script);
+    assert_eq!(table.rerun(&req(&["EVAL", "return 1", "0"])), Rerun::Unsafe);
     assert_eq!(
         table.rerun(&req(&["EVAL_RO", "return 1", "0"])),
         Rerun::Harmless
@@ -228,7 +228,7 @@ fn redis_6_entries_use_the_containers_flags() {
         table.rerun(&req(&["OBJECT", "ENCODING", "k"])),
         Rerun::Harmless
     );
-    assert_eq!(table.rerun(&req(&["EVALSHA", "abc", "0"])), Rerun::Script);
+    assert_eq!(table.rerun(&req(&["EVALSHA", "abc", "0"])), Rerun::Unsafe);
     // Readonly wins over may_replicate (PFCOUNT only refreshes its cache),
     // which keeps 6.x and 7.x (where the flag is hidden) in agreement.
     assert_eq!(table.rerun(&req(&["PFCOUNT", "k"])), Rerun::Harmless);
@@ -383,18 +383,13 @@ async fn redis_7_flags_classify_everyday_commands() {
         ],
     );
     check(
-        Rerun::Script,
+        Rerun::Unsafe,
         &[
             &["EVAL", "return 1", "0"],
             &["EVALSHA", "abc", "0"],
             &["FCALL", "f", "0"],
             &["SCRIPT", "LOAD", "return 1"],
             &["FUNCTION", "LOAD", "x"],
-        ],
-    );
-    check(
-        Rerun::Unsafe,
-        &[
             &["PUBLISH", "c", "m"],
             &["SPUBLISH", "c", "m"],
             &["BLPOP", "k", "0"],

@@ -633,7 +633,13 @@ impl Session {
                 self.lose_upstream(Loss::Closed);
                 Ok(())
             }
-            Ok(_) => self.process_replies(),
+            Ok(_) => {
+                if let Some(moved) = &mut self.route_moved {
+                    // Not silent: the move deadline counts from here.
+                    *moved = Instant::now();
+                }
+                self.process_replies()
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => {
                 tracing::debug!(service = %self.service.name, error = %e, "upstream read failed");

@@ -850,11 +850,24 @@ fn an_exec_waiting_behind_a_replicas_refusal_is_sent_as_discard_and_fails_like_a
     // Nothing is left to doom the next transaction.
     request(&mut s, &["MULTI"]);
     assert_eq!(request(&mut s, &["EXEC"]), Recorded::Waits);
-    // Two transactions waiting: not one to discard.
+    // A refused request outside the EXEC's transaction: that transaction
+    // may have run on the refusing server.
     let mut s = SessionState::default();
-    for _ in 0..2 {
-        request(&mut s, &["MULTI"]);
-        request(&mut s, &["EXEC"]);
+    for request_args in [
+        &["SET", "k", "1"][..],
+        &["MULTI"],
+        &["PUBLISH", "c", "m"],
+        &["EXEC"],
+    ] {
+        request(&mut s, request_args);
+    }
+    assert_eq!(s.discard_refused_exec(), None);
+    // A refused queued command whose transaction ends in DISCARD.
+    let mut s = SessionState::default();
+    request(&mut s, &["MULTI"]);
+    replies(&mut s, b"+OK\r\n");
+    for request_args in [&["INCR", "n"][..], &["DISCARD"], &["MULTI"], &["EXEC"]] {
+        request(&mut s, request_args);
     }
     assert_eq!(s.discard_refused_exec(), None);
 }

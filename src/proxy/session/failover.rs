@@ -18,11 +18,12 @@
 //! of the held ones. A `-READONLY`, `-MASTERDOWN`, `-LOADING` or
 //! `-UNBLOCKED` (instance state changed) reply means the command did not
 //! run: it is re-sent the same way, for at most `hold_timeout` in a row.
-//! After a replica's refusal, the writes, scripts and blocking commands
-//! sent after it did not run either (the replica refused them too, or
-//! answered WAIT with an error), so they are re-sent as well; an EXEC among
-//! them ran nothing, and ends its transaction as a failover does (re-sent
-//! as DISCARD, answered with the failover's EXECABORT).
+//! After a replica's refusal, the writes and blocking commands sent after
+//! it did not run either (the replica refused them too, or answered WAIT
+//! with an error), so they are re-sent as well. A refused command queued in
+//! a transaction (or its refused EXEC) means the EXEC ran nothing: it ends
+//! the transaction as a failover does (re-sent as DISCARD, answered with
+//! the failover's EXECABORT).
 //!
 //! When the route moves while the old master still answers (a planned
 //! switchover), new requests are held and the session moves as soon as
@@ -39,7 +40,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::io::Chunks;
-use super::{End, Session, Upstream};
+use super::{End, HIGH_WATER, Session, Upstream};
 use crate::proxy::command_table::Rerun as ByTable;
 use crate::proxy::state::{ReplyRole, Rerun};
 use crate::proxy::upstream;
@@ -292,13 +293,18 @@ impl Session {
             *verified = true;
         }
         if self.route_moved.is_none() {
-            self.hold.verified();
-            for chunk in std::mem::take(&mut self.held).into_chunks() {
-                self.give_upstream(chunk);
-            }
-            self.held_requests = 0;
+            self.send_held();
         }
         true
+    }
+
+    /// Sends the held requests to the verified master.
+    fn send_held(&mut self) {
+        self.hold.verified();
+        for chunk in std::mem::take(&mut self.held).into_chunks() {
+            self.give_upstream(chunk);
+        }
+        self.held_requests = 0;
     }
 
     /// Whether a reply (at `frame` in `from_upstream`, summed up in
@@ -323,7 +329,12 @@ impl Session {
             Upstream::Connected { .. } if master != self.master => {
                 self.route_moved.get_or_insert_with(Instant::now);
             }
-            Upstream::Connected { .. } => {}
+            // Moved back before the session left: stay.
+            Upstream::Connected { verified, .. } => {
+                if self.route_moved.take().is_some() && *verified {
+                    self.send_held();
+                }
+            }
         }
     }
 
@@ -337,7 +348,8 @@ impl Session {
         }
     }
 
-    /// When the old master is given up if it has not answered by then.
+    /// When the old master is given up if it has sent nothing more by then
+    /// (`route_moved` is restarted by every read from it).
     pub(super) fn move_deadline(&self) -> Option<Instant> {
         self.route_moved.map(|at| at + self.hold.timeout)
     }
@@ -350,9 +362,14 @@ impl Session {
         // First: the requests it re-sends then wait ahead of the held ones
         // (which arrived after the move, so expire no sooner).
         if self.move_deadline().is_some_and(|at| now >= at) {
-            self.lose_upstream(Loss::Silent);
-            if self.end.is_some() {
-                return;
+            if self.to_client.bytes() >= HIGH_WATER {
+                // Not read (the client is slow), so not silent: wait on.
+                self.route_moved = Some(now);
+            } else {
+                self.lose_upstream(Loss::Silent);
+                if self.end.is_some() {
+                    return;
+                }
             }
         }
         self.expire_held(now);
@@ -451,6 +468,9 @@ impl Session {
         let mut offset = 0;
         let mut oldest = true;
         let mut unknown = half_sent;
+        // A command queued, since the last EXEC, on the server that refused
+        // that it may have run (see `Rerun::Exec` below).
+        let mut queued_unknown = false;
         let requests: Vec<_> = self.state.unanswered().take(sent).collect();
         for request in requests {
             let mut bytes = self.unanswered.take_front(request.len);
@@ -461,28 +481,38 @@ impl Session {
             let refused = oldest && matches!(loss, Loss::Refused(_));
             oldest = false;
             let may_have_run = offset <= written && !refused;
+            let by_table = || table.as_ref().map(|t| t.rerun(&bytes.contiguous()));
             // What came after a replica's refusal, that replica ran: it
-            // refused every write (a script's and a blocking one's too),
-            // answered WAIT with an error and kept blocking reads waiting.
+            // refused every write (a blocking one's too), answered WAIT
+            // with an error and kept blocking reads waiting. (Not scripts:
+            // one with no `#!` line runs there until its first write.)
             let on_replica = matches!(loss, Loss::Refused(Refusal::Replica));
             let rerun_ok = match request.kind {
-                Rerun::Queued => true,
+                Rerun::Queued => {
+                    queued_unknown |= may_have_run
+                        && !matches!(by_table(), Some(ByTable::Harmless | ByTable::Write));
+                    true
+                }
                 Rerun::Blocking => on_replica,
-                // The replica refused the commands of the transaction it
-                // ends: sent as a DISCARD, answered as a lost transaction.
-                Rerun::Exec if on_replica => match self.state.discard_refused_exec() {
-                    Some(discard) => {
-                        bytes = Chunks::default();
-                        bytes.push(Bytes::from_static(discard));
-                        true
+                Rerun::Exec if matches!(loss, Loss::Refused(_)) => {
+                    match self.state.discard_refused_exec() {
+                        // A refused command in its transaction made it run
+                        // nothing: sent as a DISCARD, answered as lost.
+                        Some(discard) => {
+                            bytes = Chunks::default();
+                            bytes.push(Bytes::from_static(discard));
+                            true
+                        }
+                        // Begun after the refusal: the refusing server
+                        // refused its writes (so it ran nothing) or ran
+                        // reads only, unless something else was queued.
+                        None => !std::mem::take(&mut queued_unknown),
                     }
-                    None => false,
-                },
-                Rerun::Exec => false,
-                Rerun::Never => false,
-                Rerun::ByCommand => match table.as_ref().map(|t| t.rerun(&bytes.contiguous())) {
+                }
+                Rerun::Exec | Rerun::Never => false,
+                Rerun::ByCommand => match by_table() {
                     Some(ByTable::Harmless) => true,
-                    Some(ByTable::Write | ByTable::Script) => on_replica,
+                    Some(ByTable::Write) => on_replica,
                     Some(ByTable::Unsafe) | None => false,
                 },
             };

@@ -148,17 +148,35 @@ impl SessionState {
         })
     }
 
-    /// A replica refused the transaction's commands, so the one EXEC still
-    /// unanswered ran nothing: it is to be re-sent as a `DISCARD` and
-    /// answered as a transaction lost with the old master (see [`Doom`]).
-    /// Returns the bytes to send instead, or `None` (and changes nothing)
-    /// unless exactly one EXEC is unanswered.
+    /// The oldest request was refused (`-READONLY`, `-LOADING`, ...). If
+    /// it was queued in a transaction, Redis aborts that transaction at its
+    /// EXEC; if it was the EXEC, that did not run either. Either way the
+    /// EXEC, still unanswered, ran nothing: it is to be re-sent as a
+    /// `DISCARD` and answered as a transaction lost with the old master
+    /// (see [`Doom`]). Returns the bytes to send instead, or `None`
+    /// (changing nothing) when the refused request is not in the EXEC's
+    /// transaction: whatever else ran on the refusing server is unknown.
     pub fn discard_refused_exec(&mut self) -> Option<&'static [u8]> {
-        let mut execs = self
+        let mut requests = self
             .pending
             .iter_mut()
-            .filter(|p| *p.effect() == Effect::Exec);
-        let (Some(exec), None) = (execs.next(), execs.next()) else {
+            .filter(|p| !matches!(p.purpose(), Purpose::Replay | Purpose::RoleCheck));
+        let refused = requests.next()?;
+        let exec = if *refused.effect() == Effect::Exec {
+            refused
+        } else if refused.queued {
+            // Where its transaction ends.
+            let end = requests.find(|p| {
+                matches!(
+                    p.effect(),
+                    Effect::Exec | Effect::Discard | Effect::Multi | Effect::Reset
+                )
+            })?;
+            if *end.effect() != Effect::Exec {
+                return None;
+            }
+            end
+        } else {
             return None;
         };
         *exec = Pending::new(
