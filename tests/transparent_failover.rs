@@ -907,6 +907,49 @@ fn a_write_in_flight_on_a_dead_master_closes_the_connection_after_earlier_replie
 // ---------------------------------------------------------------------------
 // Never route to a non-master
 
+#[test]
+fn a_large_reply_still_streaming_from_the_old_master_arrives_whole_after_a_switchover() {
+    const SIZE: usize = 32 << 20;
+    let setup = Setup::start_with(SHORT_HOLD_LINE);
+    let master = setup.trio.master.addr();
+    Conn::connect(master, "direct master").expect(
+        &["SETRANGE", "big", &(SIZE - 1).to_string(), "x"],
+        &int(SIZE as i64),
+    );
+    let mut reader = setup.client(0, "slow reader");
+    reader.send(&["GET", "big"]);
+    // The reader does not read, so the proxy stops reading the master,
+    // which then holds the rest of the reply.
+    poll(
+        "the master to hold reply bytes the proxy has not read",
+        PATIENCE,
+        || match cluster::ask(master, &["CLIENT", "LIST"]) {
+            Ok(Frame::BulkString(list)) => {
+                let list = String::from_utf8_lossy(&list).into_owned();
+                let held = list
+                    .lines()
+                    .any(|line| line.contains("cmd=get") && !line.contains(" omem=0 "));
+                if held { Ok(()) } else { Err(list) }
+            }
+            other => Err(format!("CLIENT LIST: {other:?}")),
+        },
+    );
+    setup.switchover();
+    setup.new_master();
+    // Not synchronisation: the move deadline (hold_timeout of silence
+    // from the old master) would pass meanwhile if a slow client's wait
+    // counted as silence.
+    std::thread::sleep(3 * SHORT_HOLD);
+    let reply = reader.reply("GET big (after the switchover)", PATIENCE);
+    let header = format!("${SIZE}\r\n");
+    assert!(
+        reply.len() == header.len() + SIZE + 2 && reply.starts_with(header.as_bytes()),
+        "slow reader: expected the whole {SIZE}-byte value, got {} bytes starting {}",
+        reply.len(),
+        show(&reply[..reply.len().min(32)])
+    );
+}
+
 /// The stopped-master test's hold_timeout: the old master is given up
 /// this long after the route moves.
 const STOPPED_HOLD: Duration = Duration::from_secs(3);

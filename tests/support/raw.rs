@@ -265,6 +265,12 @@ fn partial_note(partial: &[u8]) -> String {
     if partial.is_empty() {
         String::new()
     } else {
-        format!("; unfinished bytes received: {}", show(partial))
+        // A large value would flood the report: its start says enough.
+        let start = &partial[..partial.len().min(200)];
+        format!(
+            "; {} unfinished bytes received, starting: {}",
+            partial.len(),
+            show(start)
+        )
     }
 }
