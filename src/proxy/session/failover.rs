@@ -555,6 +555,7 @@ impl Session {
                 self.master, self.hold.timeout
             ),
         };
+        tracing::debug!(service = %self.service.name, %reason, resent, held = self.held_requests, "upstream given up: its requests wait for the next master");
         self.hold.failed_attempt(now, reason);
         if self.service.route.borrow().master != self.master {
             // The route has moved on already: no need to wait.
