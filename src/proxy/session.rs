@@ -940,14 +940,18 @@ struct RouteWatch {
 impl RouteWatch {
     fn new(route: RouteReceiver) -> RouteWatch {
         let probe = route.clone();
-        let wait = Box::pin(async move {
+        // Unconstrained by tokio's cooperative budget: a budget-forced
+        // Pending would not register the waker, and `poll_changed` trusts
+        // a Pending to have registered it (then a route change is missed
+        // until something else wakes the session).
+        let wait = Box::pin(tokio::task::coop::unconstrained(async move {
             let mut route = route;
             if route.changed().await.is_err() {
                 // No control plane (an observer): the route never changes.
                 std::future::pending::<()>().await;
             }
             route
-        });
+        }));
         RouteWatch {
             wait,
             probe,
@@ -978,4 +982,55 @@ fn inline_silences(line: &[u8]) -> bool {
         args.first()
             .is_some_and(|name| SessionState::silences_replies(&encode_command(&args), name))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Wake, Waker};
+
+    use super::*;
+    use crate::route::{self, Route};
+
+    #[derive(Default)]
+    struct Woken(AtomicBool);
+
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A busy session may begin to wait for the route with its cooperative
+    /// budget spent: the change must still wake it.
+    #[tokio::test]
+    async fn a_route_change_wakes_a_session_that_began_waiting_with_no_budget_left() {
+        let route = |port| Route {
+            master: SocketAddr::from(([127, 0, 0, 1], port)),
+            config_epoch: 0,
+        };
+        let (tx, rx) = route::channel(route(1));
+        let mut watch = RouteWatch::new(rx);
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
+        poll_fn(|task| {
+            while let Poll::Ready(spent) = tokio::task::coop::poll_proceed(task) {
+                spent.made_progress();
+            }
+            assert!(
+                watch
+                    .poll_changed(&mut Context::from_waker(&waker))
+                    .is_none()
+            );
+            Poll::Ready(())
+        })
+        .await;
+        // A budget-forced Pending wakes at once; only a later wake counts.
+        woken.0.store(false, Ordering::SeqCst);
+        tx.send_replace(route(2));
+        assert!(
+            woken.0.load(Ordering::SeqCst),
+            "the route changed, but the waiting session was not woken"
+        );
+    }
 }
