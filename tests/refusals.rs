@@ -11,9 +11,13 @@ use support::cluster::Node;
 use support::raw::{Conn, show};
 use support::{PATIENCE, Proxy, encode, text, wait_until};
 
-/// A proxy session verified on `old`, which is then made a replica of
-/// `new`: the next write it gets is refused with `-READONLY`.
-fn session_on_a_demoted_master(old: &Node, new: &Node) -> (Proxy, Conn) {
+/// Demotes the master under a verified proxy session (as at a switchover
+/// the proxy has not heard of), sends it a refused `SET` and `after` in one
+/// write (so the replica gets all of it before its refusal comes back),
+/// and expects the connection closed, unanswered.
+fn expect_closed_after_a_refused_write(after: &[&[&str]], why: &str) {
+    // In directories of their own: the replica's sync writes a dump.rdb.
+    let (old, new) = (Node::master(), Node::master());
     let proxy = Proxy::start_with(old.addr(), "hold_timeout = \"30s\"");
     let mut session = Conn::connect(proxy.addr, "session");
     session.expect(&["PING"], b"+PONG\r\n");
@@ -22,13 +26,8 @@ fn session_on_a_demoted_master(old: &Node, new: &Node) -> (Proxy, Conn) {
     wait_until("the old master to report role:slave", || {
         text(&direct.cmd(&["INFO", "replication"])).contains("role:slave")
     });
-    (proxy, session)
-}
-
-/// Sends `pipeline` in one write (so the replica gets all of it before
-/// its refusal comes back) and expects the connection closed, unanswered.
-fn expect_closed_unanswered(session: &mut Conn, pipeline: &[&[&str]], why: &str) {
-    let bytes: Vec<u8> = pipeline.iter().flat_map(|args| encode(args)).collect();
+    let mut bytes = encode(&["SET", "k", "1"]);
+    bytes.extend(after.iter().flat_map(|args| encode(args)));
     session.send_raw(&bytes);
     match session.closed_within(PATIENCE) {
         Ok(bytes) => assert!(
@@ -42,34 +41,18 @@ fn expect_closed_unanswered(session: &mut Conn, pipeline: &[&[&str]], why: &str)
 
 #[test]
 fn a_transaction_behind_a_refused_write_may_have_run_on_the_replica() {
-    // In directories of their own: the replica's sync writes a dump.rdb.
-    let (old, new) = (Node::master(), Node::master());
-    let (_proxy, mut session) = session_on_a_demoted_master(&old, &new);
-    // The replica refuses SET but runs the transaction: it holds no write.
-    expect_closed_unanswered(
-        &mut session,
-        &[
-            &["SET", "k", "1"],
-            &["MULTI"],
-            &["PUBLISH", "ch", "m"],
-            &["EXEC"],
-        ],
+    // The replica runs the transaction: it holds no write.
+    expect_closed_after_a_refused_write(
+        &[&["MULTI"], &["PUBLISH", "ch", "m"], &["EXEC"]],
         "a PUBLISH transaction pipelined after a refused SET",
     );
 }
 
 #[test]
 fn a_script_behind_a_refused_write_may_have_run_on_the_replica() {
-    // In directories of their own: the replica's sync writes a dump.rdb.
-    let (old, new) = (Node::master(), Node::master());
-    let (_proxy, mut session) = session_on_a_demoted_master(&old, &new);
     // A script without a `#!` line runs on a replica until its first write.
-    expect_closed_unanswered(
-        &mut session,
-        &[
-            &["SET", "k", "1"],
-            &["EVAL", "return redis.call('PUBLISH', 'ch', 'x')", "0"],
-        ],
+    expect_closed_after_a_refused_write(
+        &[&["EVAL", "return redis.call('PUBLISH', 'ch', 'x')", "0"]],
         "a publishing EVAL pipelined after a refused SET",
     );
 }

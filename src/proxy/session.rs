@@ -320,14 +320,20 @@ impl Session {
                 && self.end.is_none()
                 && self.to_upstream.bytes() < HIGH_WATER
                 && self.held.bytes < HIGH_WATER
-                && self.to_client.bytes() < HIGH_WATER,
-            upstream_read: connected && self.to_client.bytes() < HIGH_WATER,
+                && !self.client_backlogged(),
+            upstream_read: connected && !self.client_backlogged(),
             upstream_write: connected && !self.to_upstream.is_empty(),
             client_write: !self.to_client.is_empty(),
             stop: !self.draining,
             idle,
             hold: self.hold.timer_armed(),
         }
+    }
+
+    /// The client is this far behind on its replies: the upstream is not
+    /// read (nor the client) until it catches up.
+    fn client_backlogged(&self) -> bool {
+        self.to_client.bytes() >= HIGH_WATER
     }
 
     /// Waits until at least one wanted event is ready and reports all that

@@ -40,7 +40,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::io::Chunks;
-use super::{End, HIGH_WATER, Session, Upstream};
+use super::{End, Session, Upstream};
 use crate::proxy::command_table::Rerun as ByTable;
 use crate::proxy::state::{ReplyRole, Rerun};
 use crate::proxy::upstream;
@@ -362,7 +362,7 @@ impl Session {
         // First: the requests it re-sends then wait ahead of the held ones
         // (which arrived after the move, so expire no sooner).
         if self.move_deadline().is_some_and(|at| now >= at) {
-            if self.to_client.bytes() >= HIGH_WATER {
+            if self.client_backlogged() {
                 // Not read (the client is slow), so not silent: wait on.
                 self.route_moved = Some(now);
             } else {
@@ -397,10 +397,10 @@ impl Session {
             return;
         }
         match self.upstream {
-            // Held behind requests in flight on an old master that has
-            // not answered for hold_timeout (the move deadline, no later,
-            // normally came first): give it up; what may be re-sent waits
-            // for the new master.
+            // Held since the route moved, behind requests in flight on the
+            // old master, which still answers now and then (each answer
+            // restarts the move deadline): the held ones waited
+            // hold_timeout, so give the old master up and fail them all.
             Upstream::Connected { verified: true, .. } => {
                 self.lose_upstream(Loss::Closed);
                 if self.end.is_some() {
